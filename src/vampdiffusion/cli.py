@@ -1,0 +1,82 @@
+"""`vamp`: a thin command layer. Each command lives in the module named for it.
+
+A command module exposes `add_arguments(parser)` and `main(args) -> int`; the module is
+imported only when its command runs, so `vamp --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vampdiffusion import __version__
+from vampdiffusion.config import Config, ConfigError, load_config
+
+# command -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("vampdiffusion.demo", "run the whole pipeline on the synthetic Danbooru set and write a report"),
+    "plan": ("vampdiffusion.models.planner", "parameters, FLOPs, memory and hours for a config"),
+    "schedule": ("vampdiffusion.diffusion.report", "print the noise schedule and timestep-sampler histograms"),
+    "train": ("vampdiffusion.training.train", "train phase 1, 2 or 3 on encoded latents"),
+    "eval": ("vampdiffusion.evaluation.evaluate", "FID per tier, CLIP score, routing and oracle metrics"),
+    "generate": ("vampdiffusion.generation.generate", "generate images from Danbooru tags"),
+}
+DATA_COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("vampdiffusion.data.synth", "write a synthetic Danbooru dataset"),
+    "prepare": ("vampdiffusion.data.prepare", "ingest posts + images, filter (5 stages), label, build vocab"),
+    "encode": ("vampdiffusion.data.encode", "encode the manifest's images to VAE latent shards"),
+    "verify": ("vampdiffusion.data.shards", "verify latent shard checksums"),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    """`--config FILE` and repeatable `--set section.key=value`."""
+    parser.add_argument("--config", default=default, help="YAML preset, e.g. configs/v1.yaml or configs/tiny.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config field, e.g. --set model.depth=8 (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return load_config(args.config, args.overrides)
+
+
+def _add_commands(sub: argparse._SubParsersAction, table: dict[str, tuple[str, str]], argv_cmd: str | None) -> None:
+    for name, (module, help_) in table.items():
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(_module=module)
+        if name == argv_cmd:  # import only the module that runs
+            importlib.import_module(module).add_arguments(p)
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vamp", description="VampDiffusion-V1: anime latent diffusion with dual MoE")
+    parser.add_argument("--version", action="version", version=f"vamp {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    positional = [a for a in argv if not a.startswith("-")]
+    first = positional[0] if positional else None
+    second = positional[1] if len(positional) > 1 else None
+    _add_commands(sub, COMMANDS, first)
+    data = sub.add_parser("data", help="data pipeline: synth, prepare, encode, verify")
+    data_sub = data.add_subparsers(dest="data_command", metavar="STEP")
+    _add_commands(data_sub, DATA_COMMANDS, second if first == "data" else None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    module = getattr(args, "_module", None)
+    if module is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(importlib.import_module(module).main(args) or 0)
+    except ConfigError as e:
+        print(f"vamp: config error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

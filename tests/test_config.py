@@ -1,0 +1,43 @@
+import pytest
+
+from vampdiffusion.config import Config, ConfigError, config_to_dict, load_config, save_config_yaml
+from conftest import REPO
+
+
+def test_v1_preset_equals_every_default():
+    assert config_to_dict(load_config(REPO / "configs" / "v1.yaml")) == config_to_dict(Config())
+
+
+def test_tiny_preset_keeps_the_block_pattern_and_expert_counts():
+    tiny, v1 = load_config(REPO / "configs" / "tiny.yaml"), Config()
+    assert tiny.model.num_style_experts == v1.model.num_style_experts == 8
+    assert tiny.model.num_quality_experts == v1.model.num_quality_experts == 4
+    assert tiny.model.depth % 4 == 0 and tiny.model.hidden_size < v1.model.hidden_size
+
+
+def test_override_sets_nested_fields_with_types():
+    cfg = load_config(None, ["model.depth=8", "train.phase2.lr=3e-5", "diffusion.zero_terminal_snr=false"])
+    assert cfg.model.depth == 8 and cfg.train.phase2.lr == 3e-5 and cfg.diffusion.zero_terminal_snr is False
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(ConfigError, match="valid keys: .*depth"):
+        load_config(None, ["model.detph=8"])
+
+
+def test_wrong_type_is_a_clear_error():
+    with pytest.raises(ConfigError, match="model.depth: expected int"):
+        load_config(None, ["model.depth=eight"])
+
+
+def test_unknown_key_in_yaml_names_the_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("model:\n  widht: 3\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*unknown key.*widht"):
+        load_config(p)
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    cfg = load_config(REPO / "configs" / "tiny.yaml", ["model.depth=12"])
+    save_config_yaml(cfg, tmp_path / "c.yaml")
+    assert config_to_dict(load_config(tmp_path / "c.yaml")) == config_to_dict(cfg)
