@@ -1,0 +1,171 @@
+"""Checkpoints that never lose progress.
+
+Full checkpoint: `RUN_DIR/checkpoints/step_NNNNNNNN.pt`, one plain dict (model, EMA, optimizer,
+step, data-loader state, RNG states, config, package version) written with `torch.save` through
+`vampdiffusion.atomic` (temp + fsync + rename), then a sidecar `step_NNNNNNNN.pt.json` holding the
+file's size and sha256. A file without a sidecar, or whose size / hash disagree with it, or that
+fails to load, is skipped with a warning and the previous one is used.
+
+EMA-only: `RUN_DIR/ema/ema_NNNNNNNN.safetensors` (the full model state with EMA weights).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from vampdiffusion.atomic import atomic_write, atomic_write_json, sha256_file
+
+log = logging.getLogger("vampdiffusion.train")
+
+_STEP_RE = re.compile(r"^step_(\d+)\.pt$")
+_EMA_RE = re.compile(r"^ema_(\d+)\.safetensors$")
+
+
+# ----------------------------------------------------------------------------
+# Full checkpoints
+# ----------------------------------------------------------------------------
+
+def checkpoint_path(run_dir: str | Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"step_{step:08d}.pt"
+
+
+def save_checkpoint(run_dir: str | Path, step: int, state: dict, keep_last: int) -> Path:
+    """Write the checkpoint atomically, then its size/sha256 sidecar; prune to the newest `keep_last`."""
+    path = checkpoint_path(run_dir, step)
+    atomic_write(path, lambda p: torch.save(state, p))
+    atomic_write_json(path.with_name(path.name + ".json"),
+                      {"step": step, "size": path.stat().st_size, "sha256": sha256_file(path)})
+    prune(path.parent, _STEP_RE, keep_last, sidecar=True)
+    return path
+
+
+def list_checkpoints(run_dir: str | Path) -> list[tuple[int, Path]]:
+    """(step, path) of every full checkpoint file in the run, newest first."""
+    folder = Path(run_dir) / "checkpoints"
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := _STEP_RE.match(p.name))]
+    return sorted(found, reverse=True)
+
+
+def verify_checkpoint(path: Path) -> str | None:
+    """None when the file matches its sidecar, else the reason it does not."""
+    sidecar = path.with_name(path.name + ".json")
+    if not sidecar.is_file():
+        return "no size/sha256 sidecar (the write did not finish)"
+    import json
+    try:
+        meta = json.loads(sidecar.read_text())
+        size, digest = int(meta["size"]), str(meta["sha256"])
+    except (ValueError, KeyError, TypeError) as e:
+        return f"unreadable sidecar {sidecar.name}: {e}"
+    actual = path.stat().st_size
+    if actual != size:
+        return f"size {actual} bytes, sidecar says {size} (truncated?)"
+    if sha256_file(path) != digest:
+        return "sha256 differs from the sidecar (corrupt)"
+    return None
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_latest_valid(run_dir: str | Path) -> tuple[dict, Path] | None:
+    """The newest checkpoint that verifies and loads; warns about every newer one that does not."""
+    for step, path in list_checkpoints(run_dir):
+        reason = verify_checkpoint(path)
+        if reason is None:
+            try:
+                return load_checkpoint(path), path
+            except Exception as e:  # a corrupt pickle stream raises many kinds of errors
+                reason = f"failed to load: {type(e).__name__}: {e}"
+        log.warning("checkpoint %s is not usable (%s); trying the previous one", path, reason)
+    return None
+
+
+def prune(folder: Path, pattern: re.Pattern, keep_last: int, sidecar: bool) -> None:
+    files = sorted(((int(m.group(1)), p) for p in folder.iterdir() if (m := pattern.match(p.name))), reverse=True)
+    for _, p in files[max(keep_last, 1):]:
+        p.unlink(missing_ok=True)
+        if sidecar:
+            p.with_name(p.name + ".json").unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------
+# EMA-only weights
+# ----------------------------------------------------------------------------
+
+def save_ema_weights(run_dir: str | Path, step: int, state: dict[str, torch.Tensor], keep_last: int) -> Path:
+    path = Path(run_dir) / "ema" / f"ema_{step:08d}.safetensors"
+    save_safetensors(path, state)
+    prune(path.parent, _EMA_RE, keep_last, sidecar=False)
+    return path
+
+
+def save_safetensors(path: str | Path, state: dict[str, torch.Tensor], metadata: dict | None = None) -> Path:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    return atomic_write(path, lambda p: save_file(tensors, str(p), metadata=metadata))
+
+
+# ----------------------------------------------------------------------------
+# Architecture check
+# ----------------------------------------------------------------------------
+
+def check_architecture(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor], source: str) -> None:
+    """Raise a ValueError listing every missing, unexpected and reshaped tensor."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    reshaped = sorted(k for k in set(expected) & set(found) if tuple(expected[k].shape) != tuple(found[k].shape))
+    if not (missing or unexpected or reshaped):
+        return
+    lines = [f"{source} was written for a different architecture than the configured model:"]
+    if missing:
+        lines.append(f"  missing in the checkpoint ({len(missing)}): {', '.join(missing[:20])}"
+                     + (" …" if len(missing) > 20 else ""))
+    if unexpected:
+        lines.append(f"  not in the model ({len(unexpected)}): {', '.join(unexpected[:20])}"
+                     + (" …" if len(unexpected) > 20 else ""))
+    for k in reshaped[:20]:
+        lines.append(f"  shape of {k}: checkpoint {tuple(found[k].shape)}, model {tuple(expected[k].shape)}")
+    if len(reshaped) > 20:
+        lines.append(f"  … and {len(reshaped) - 20} more reshaped tensors")
+    lines.append("  fix: train with the config the checkpoint was made with (it is saved in the run folder as "
+                 "config.yaml), or start a new run")
+    raise ValueError("\n".join(lines))
+
+
+# ----------------------------------------------------------------------------
+# RNG states (python, numpy, torch CPU, CUDA)
+# ----------------------------------------------------------------------------
+
+def rng_state() -> dict:
+    """Every global RNG state as tensors / plain Python values (loadable with weights_only=True)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

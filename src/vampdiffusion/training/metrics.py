@@ -1,0 +1,117 @@
+"""What training logs: metrics.jsonl, TensorBoard events, optional Weights & Biases, MFU.
+
+Rank 0 only. Scalars are gathered from the device only every `log_every` steps, so logging
+adds no host synchronisation to the other steps.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger("vampdiffusion.train")
+
+# Dense bf16 tensor-core peaks (FLOP/s) per GPU, from the vendors' data sheets (no sparsity).
+GPU_PEAK_FLOPS = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "RTX 4090": 165e12,
+    "L40S": 362e12,
+    "A6000": 155e12,
+}
+
+
+def device_peak_flops(device: torch.device, configured: float) -> float:
+    """Peak FLOP/s of one device: `configured` when > 0, else looked up from the CUDA device name; 0 = unknown."""
+    if configured > 0:
+        return configured
+    if device.type != "cuda":
+        return 0.0
+    name = torch.cuda.get_device_name(device)
+    for key, flops in GPU_PEAK_FLOPS.items():
+        if key in name:
+            return flops
+    return 0.0
+
+
+def mfu(flops_per_image: float, images_per_s: float, peak_flops_total: float) -> float:
+    # MFU = achieved model FLOP/s / peak FLOP/s (all devices)
+    if peak_flops_total <= 0 or flops_per_image <= 0:
+        return float("nan")
+    return flops_per_image * images_per_s / peak_flops_total
+
+
+class MetricsLogger:
+    """Appends one JSON object per logging step to RUN_DIR/metrics.jsonl and mirrors it to TensorBoard."""
+
+    def __init__(self, run_dir: str | Path, use_wandb: bool, config_dict: dict, run_name: str):
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", buffering=1)  # an append-only log; one line per flush
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            self.tb = SummaryWriter(log_dir=str(Path(run_dir) / "tb"))
+        except ImportError as e:
+            log.warning("TensorBoard is not installed (%s); logging to metrics.jsonl only", e)
+        self.wandb = None
+        if use_wandb:
+            try:
+                import wandb
+                self.wandb = wandb.init(project="vampdiffusion", name=run_name, dir=str(run_dir),
+                                        config=config_dict, resume="allow",
+                                        mode=os.environ.get("WANDB_MODE", "online"))
+            except ImportError:
+                log.warning("train.wandb is true but wandb is not installed (pip install wandb); skipping W&B")
+
+    def write(self, step: int, scalars: dict[str, float]) -> None:
+        row = {"step": step, **{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                                for k, v in scalars.items()}}
+        self._file.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in scalars.items():
+                if isinstance(v, (int, float)) and math.isfinite(float(v)):
+                    self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(scalars, step=step)
+
+    def event(self, step: int, kind: str, message: str) -> None:
+        self._file.write(json.dumps({"step": step, "event": kind, "message": message}) + "\n")
+        if self.tb is not None:
+            self.tb.add_text(kind, message, step)
+        if self.wandb is not None and kind == "collapse":
+            self.wandb.alert(title="expert collapse", text=message)
+
+    def image(self, step: int, tag: str, image_hwc_uint8) -> None:
+        if self.tb is not None:
+            self.tb.add_image(tag, image_hwc_uint8, step, dataformats="HWC")
+        if self.wandb is not None:
+            import wandb
+            self.wandb.log({tag: wandb.Image(image_hwc_uint8)}, step=step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def grad_norm(params: list[torch.nn.Parameter]) -> float:
+    """‖g‖₂ over the parameters that have a gradient (0 when none has)."""
+    grads = [p.grad.detach().float() for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+
+
+def routing_entropy(f: torch.Tensor) -> float:
+    # H = −Σ f_i ln f_i  (max ln N_E at uniform routing)
+    f = f.double().clamp_min(0)
+    return float(-(f * torch.log(f.clamp_min(1e-12))).sum())
