@@ -1,0 +1,330 @@
+"""VampDiT: the VampDiffusion-V1 diffusion transformer of SPEC §3.
+
+x (B, 4, h, w), t (B,), tag_ids (B, L), quality (B,)  ->  v (B, 4, h, w), MoEAux.
+
+Block kinds by index i: even -> standard FFN, i ≡ 1 (mod 4) -> style MoE, i ≡ 3 (mod 4) -> quality MoE.
+adaLN-Zero: modulation and final layer start at zero, so every block starts as the identity and
+the untrained model outputs exactly zero.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from vampdiffusion.config import Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
+from vampdiffusion.models.moe import ExpertFFNs, MoEAux, QualityMoE, StyleMoE, balance_loss
+from vampdiffusion.models.tag_encoder import TagEncoder
+
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+def block_kind(i: int) -> str:
+    """"dense" for even i, "style" for i ≡ 1 (mod 4), "quality" for i ≡ 3 (mod 4)."""
+    return "dense" if i % 2 == 0 else ("style" if i % 4 == 1 else "quality")
+
+
+# ----------------------------------------------------------------------------
+# Embeddings
+# ----------------------------------------------------------------------------
+
+class TimestepEmbedder(nn.Module):
+    """e_t = MLP(sinusoidal(t, 256))."""
+
+    def __init__(self, dim: int, freq_dim: int):
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    @staticmethod
+    def sinusoidal(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+        half = dim // 2
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = t.float()[:, None] * freqs[None]  # (B, half)
+        return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, dim)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.sinusoidal(t, self.freq_dim))  # (B, d)
+
+
+# ----------------------------------------------------------------------------
+# Blocks
+# ----------------------------------------------------------------------------
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)  # (3, B, H, N, hd)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, H, N, hd) flash / cuDNN on GPU
+        return self.proj(out.transpose(1, 2).reshape(B, N, D))  # (B, N, d)
+
+
+class FFN(nn.Module):
+    """d -> 4d -> d, GELU (tanh). Takes (and ignores) the routing arguments so every block calls it alike."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor, experts: torch.Tensor | None = None, gates: torch.Tensor | None = None) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """adaLN-Zero block; self.ffn is an FFN, a StyleMoE or a QualityMoE depending on the block index."""
+
+    def __init__(self, cfg: ModelConfig, kind: str):
+        super().__init__()
+        d, hidden = cfg.hidden_size, int(cfg.hidden_size * cfg.mlp_ratio)
+        self.kind = kind
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(d, cfg.num_heads)
+        self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        if kind == "style":
+            self.ffn = StyleMoE(d, hidden, cfg.num_style_experts, cfg.style_top_k, cfg.moe_dispatch)
+        elif kind == "quality":
+            self.ffn = QualityMoE(d, hidden, cfg.num_quality_experts, cfg.moe_dispatch)
+        else:
+            self.ffn = FFN(d, hidden)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, experts: torch.Tensor | None, gates: torch.Tensor | None) -> torch.Tensor:
+        # (shift1, scale1, gate1, shift2, scale2, gate2) = Linear(SiLU(c))
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=1)  # 6 × (B, d)
+        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))  # (B, N, d)
+        x = x + gate2[:, None] * self.ffn(modulate(self.norm2(x), shift2, scale2), experts, gates)
+        return x
+
+
+class FinalLayer(nn.Module):
+    """Final adaLN (shift, scale) + linear -> p·p·C per token."""
+
+    def __init__(self, dim: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(dim, patch_size * patch_size * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)
+        return self.linear(modulate(self.norm(x), shift, scale))  # (B, N, p·p·C)
+
+
+# ----------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------
+
+class VampDiT(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        _check_config(cfg)
+        self.cfg = cfg
+        d, p, C = cfg.hidden_size, cfg.patch_size, cfg.in_channels
+        self.tag_encoder = TagEncoder(cfg)
+        self.x_embedder = nn.Linear(p * p * C, d)                       # patch embed
+        self.pos_row = nn.Parameter(torch.zeros(cfg.max_grid, d))        # R[max_grid, d]
+        self.pos_col = nn.Parameter(torch.zeros(cfg.max_grid, d))        # C[max_grid, d]
+        self.t_embedder = TimestepEmbedder(d, cfg.timestep_freq_dim)
+        self.q_embedder = nn.Embedding(cfg.num_quality_tiers, d)         # table [4, d] -> e_q
+        self.cond_mlp = nn.Sequential(nn.Linear(2 * d, d), nn.SiLU(), nn.Linear(d, d))
+        self.blocks = nn.ModuleList([Block(cfg, block_kind(i)) for i in range(cfg.depth)])
+        self.final_layer = FinalLayer(d, p, C)
+        self.style_blocks = tuple(i for i in range(cfg.depth) if block_kind(i) == "style")
+        self.quality_blocks = tuple(i for i in range(cfg.depth) if block_kind(i) == "quality")
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        def _basic_init(m: nn.Module) -> None:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.apply(_basic_init)
+        for m in self.modules():
+            if isinstance(m, ExpertFFNs):
+                m.reset_parameters()
+        nn.init.normal_(self.tag_encoder.embed.weight, std=0.02)
+        nn.init.normal_(self.tag_encoder.pos, std=0.02)
+        nn.init.normal_(self.pos_row, std=0.02)
+        nn.init.normal_(self.pos_col, std=0.02)
+        nn.init.normal_(self.q_embedder.weight, std=0.02)
+        for lin in (self.t_embedder.mlp[0], self.t_embedder.mlp[2]):
+            nn.init.normal_(lin.weight, std=0.02)
+        for i in self.style_blocks + self.quality_blocks:  # small routers: near-uniform p, but not tied
+            nn.init.normal_(self.blocks[i].ffn.router.weight, std=0.02)
+        # adaLN-Zero: every block starts as the identity, the output layer at exactly zero
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    # -- tags -----------------------------------------------------------------
+
+    def encode_tags(self, tag_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """tag_ids (B, L) -> h (B, L, d_enc), mask (B, L) True at real tokens, e_tag (B, d)."""
+        if tag_ids.dim() != 2 or tag_ids.dtype not in (torch.int64, torch.int32):
+            raise ValueError(f"tag_ids must be a (B, L) integer tensor, got {tuple(tag_ids.shape)} {tag_ids.dtype}")
+        if tag_ids.shape[1] > self.cfg.max_tags:
+            raise ValueError(f"tag sequence length {tag_ids.shape[1]} exceeds model.max_tags={self.cfg.max_tags}; "
+                             f"truncate the tags or use a model with a longer position table")
+        return self.tag_encoder(tag_ids)
+
+    # -- forward --------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, tag_ids: torch.Tensor, quality: torch.Tensor,
+                style_override: torch.Tensor | None = None) -> tuple[torch.Tensor, MoEAux]:
+        _, _, e_tag = self.encode_tags(tag_ids)
+        return self.denoise(x, t, e_tag, quality, style_override)
+
+    def denoise(self, x: torch.Tensor, t: torch.Tensor, e_tag: torch.Tensor, quality: torch.Tensor,
+                style_override: torch.Tensor | None = None) -> tuple[torch.Tensor, MoEAux]:
+        """The forward from a pooled e_tag (B, d): lets a sampler encode the tags once."""
+        gh, gw = self._check_inputs(x, t, e_tag, quality, style_override)
+        B, C = x.shape[:2]
+        p = self.cfg.patch_size
+        e_t = self.t_embedder(t)                                       # (B, d)
+        e_q = self.q_embedder(quality)                                 # (B, d)
+        c = self.cond_mlp(torch.cat([e_t, e_tag], dim=1)) + e_q        # c = MLP([e_t ; e_tag]) + e_q
+        routes, aux = self._route(torch.cat([e_tag, e_t], dim=1), e_q, style_override)
+        # patchify: (B, C, h, w) -> (B, N, p·p·C), token (i, j) row-major
+        tokens = x.view(B, C, gh, p, gw, p).permute(0, 2, 4, 3, 5, 1).reshape(B, gh * gw, p * p * C)
+        pos = (self.pos_row[:gh, None, :] + self.pos_col[None, :gw, :]).reshape(gh * gw, -1)  # R[i] + C[j]
+        h = self.x_embedder(tokens) + pos                              # (B, N, d)
+        for i, block in enumerate(self.blocks):
+            experts, gates = routes.get(i, (None, None))
+            if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
+                h = checkpoint(block, h, c, experts, gates, use_reentrant=False)
+            else:
+                h = block(h, c, experts, gates)
+        out = self.final_layer(h, c)                                   # (B, N, p·p·C)
+        v = out.view(B, gh, gw, p, p, C).permute(0, 5, 1, 3, 2, 4).reshape(B, C, gh * p, gw * p)
+        return v, aux
+
+    def _route(self, e_tag_t: torch.Tensor, e_q: torch.Tensor, style_override: torch.Tensor | None):
+        """Every router runs once, before the blocks (routing depends only on per-image conditioning)."""
+        routes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        s_logits, s_probs, s_experts, s_gates = [], [], [], []
+        for i in self.style_blocks:
+            logits, p, experts, gates = self.blocks[i].ffn.route(e_tag_t, style_override)
+            routes[i] = (experts, gates)
+            s_logits.append(logits); s_probs.append(p); s_experts.append(experts); s_gates.append(gates)
+        q_logits, q_probs, q_experts = [], [], []
+        for i in self.quality_blocks:
+            logits, p, expert, gate = self.blocks[i].ffn.route(e_q)
+            routes[i] = (expert, gate)
+            q_logits.append(logits); q_probs.append(p); q_experts.append(expert)
+        B, d = e_q.shape
+        k, NS, NQ = self.cfg.style_top_k, self.cfg.num_style_experts, self.cfg.num_quality_experts
+        dev = e_q.device
+        style_logits = torch.stack(s_logits) if s_logits else torch.zeros(0, B, NS, device=dev)
+        style_probs = torch.stack(s_probs) if s_probs else torch.zeros(0, B, NS, device=dev)
+        style_experts = torch.stack(s_experts) if s_experts else torch.zeros(0, B, k, dtype=torch.long, device=dev)
+        quality_logits = torch.stack(q_logits) if q_logits else torch.zeros(0, B, NQ, device=dev)
+        quality_probs = torch.stack(q_probs) if q_probs else torch.zeros(0, B, NQ, device=dev)
+        quality_experts = torch.stack(q_experts) if q_experts else torch.zeros(0, B, 1, dtype=torch.long, device=dev)
+        aux = MoEAux(
+            balance_style=balance_loss(style_probs, style_experts),
+            balance_quality=balance_loss(quality_probs, quality_experts),
+            style_logits=style_logits, style_probs=style_probs, style_experts=style_experts,
+            style_gates=torch.stack(s_gates) if s_gates else torch.zeros(0, B, k, device=dev),
+            quality_logits=quality_logits, quality_probs=quality_probs, quality_experts=quality_experts[..., 0],
+            style_blocks=self.style_blocks, quality_blocks=self.quality_blocks,
+        )
+        return routes, aux
+
+    def _check_inputs(self, x, t, e_tag, quality, style_override) -> tuple[int, int]:
+        cfg = self.cfg
+        if x.dim() != 4 or x.shape[1] != cfg.in_channels:
+            raise ValueError(f"x must be (B, {cfg.in_channels}, h, w) latents, got {tuple(x.shape)}")
+        B, _, h, w = x.shape
+        p = cfg.patch_size
+        if h % p or w % p:
+            raise ValueError(f"latent size {h}x{w} is not a multiple of the patch size {p}")
+        gh, gw = h // p, w // p
+        if gh > cfg.max_grid or gw > cfg.max_grid:
+            raise ValueError(f"latent {h}x{w} gives a {gh}x{gw} token grid, beyond the position tables "
+                             f"(model.max_grid={cfg.max_grid} tokens per side, i.e. latents up to "
+                             f"{cfg.max_grid * p}x{cfg.max_grid * p}); use a smaller image or a larger max_grid")
+        for name, v in (("t", t), ("quality", quality)) + ((("style_override", style_override),) if style_override is not None else ()):
+            if v.shape != (B,):
+                raise ValueError(f"{name} must have shape ({B},), got {tuple(v.shape)}")
+        if e_tag.shape != (B, cfg.hidden_size):
+            raise ValueError(f"e_tag must be ({B}, {cfg.hidden_size}), got {tuple(e_tag.shape)}")
+        return gh, gw
+
+    # -- files ----------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | Path, config: Config | None = None,
+                        extra_files: dict[str, str | bytes] | None = None) -> Path:
+        """Write config.json (the full Config; its "model" section is this model's), model.safetensors,
+        and any extra_files {name: text or bytes} (e.g. vocab.json), each atomically."""
+        from safetensors.torch import save_file
+        from vampdiffusion.atomic import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
+        directory = Path(directory)
+        full = config_to_dict(config if config is not None else Config(model=self.cfg))
+        full["model"] = dataclasses.asdict(self.cfg)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write(directory / WEIGHTS_NAME, lambda p: save_file(state, str(p), metadata={"format": "pt"}))
+        for name, content in (extra_files or {}).items():
+            (atomic_write_bytes if isinstance(content, bytes) else atomic_write_text)(directory / name, content)
+        atomic_write_json(directory / CONFIG_NAME, full)
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "VampDiT":
+        """Rebuild from a folder written by save_pretrained; only config.json's "model" section is read."""
+        from safetensors.torch import load_file
+        directory = Path(directory)
+        cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (cfg_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME} "
+                                        f"(written by VampDiT.save_pretrained or a training run's export)")
+        values = json.loads(cfg_path.read_text())
+        if not isinstance(values, dict) or not isinstance(values.get("model"), dict):
+            raise ConfigError(f"{cfg_path}: expected a JSON object with a \"model\" section")
+        model_cfg = config_from_dict({"model": values["model"]}).model
+        with torch.device("meta"):  # no random init of weights that are about to be replaced
+            model = cls(model_cfg)
+        state = load_file(str(weights_path), device=str(device))
+        expected = set(model.state_dict())
+        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+        if missing or unexpected:
+            raise ValueError(f"{weights_path} does not match the model of {cfg_path}: "
+                             f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+                             f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
+        model.load_state_dict(state, strict=True, assign=True)
+        return model
+
+
+def _check_config(cfg: ModelConfig) -> None:
+    if cfg.hidden_size % cfg.num_heads:
+        raise ConfigError(f"model.hidden_size={cfg.hidden_size} must be divisible by model.num_heads={cfg.num_heads}")
+    if cfg.enc_dim % cfg.enc_heads:
+        raise ConfigError(f"model.enc_dim={cfg.enc_dim} must be divisible by model.enc_heads={cfg.enc_heads}")
+    if not 1 <= cfg.style_top_k <= cfg.num_style_experts:
+        raise ConfigError(f"model.style_top_k={cfg.style_top_k} must be in 1..num_style_experts={cfg.num_style_experts}")
+    if cfg.moe_dispatch not in ("grouped", "loop"):
+        raise ConfigError(f"model.moe_dispatch must be \"grouped\" or \"loop\", got {cfg.moe_dispatch!r}")
