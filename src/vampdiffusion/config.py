@@ -100,6 +100,10 @@ class LatentConfig:
     shard_size: int = 1000            # latents per shard
     batch_size: int = 16              # images per VAE call
     workers: int = 2                  # image decoding processes
+    precision: str = "bf16"           # encode autocast on GPU: "bf16" | "fp16" | "fp32" (CPU always fp32)
+    tag_shuffle: bool = False         # loader: shuffle tag order after the first keep_tokens tags
+    keep_tokens: int = 0              # loader: tags after [BOS] that shuffle and dropout leave in place
+    tag_dropout: float = 0.0          # loader: drop each tag after the first keep_tokens with this probability
 
 
 @dataclass
@@ -151,6 +155,9 @@ class TrainConfig:
     workers: int = 4                  # data loader workers
     distributed: str = "ddp"          # "ddp" | "fsdp" (FSDP2 fully_shard)
     wandb: bool = False               # also log to Weights & Biases when installed
+    keep_last_ema: int = 10           # EMA-only safetensors kept
+    peak_tflops: float = 0.0          # per-device peak TFLOP/s for MFU; 0 = look up the CUDA device name
+    sample_prompts: str = "gothic, dark, masterpiece; 1girl, solo, pastel colors; monochrome, lineart; cyberpunk, neon lights"  # grid rows, ';'-separated; columns are quality tiers 0..3
 
 
 @dataclass
