@@ -1,0 +1,381 @@
+"""Manifest -> latent shards (SPEC §2): `vamp data encode --manifest M --out DIR`.
+
+The plan is a pure function of the manifest and the config: every row goes to its aspect bucket,
+the rows of each bucket (in manifest order) are cut into shards of `shard_size`, shards are numbered
+bucket by bucket. Rank r of a torchrun job owns the shards k with k % world_size == r. Images are
+decoded in DataLoader worker processes; the VAE runs batched (fp32 on CPU, autocast on GPU).
+
+Resume: a shard whose record exists and whose sha256 matches is skipped; any other shard of the
+plan is (re-)encoded. Encoding is deterministic, so a killed and restarted run writes the same bytes.
+A missing or unreadable image is counted, listed in encode_report.json and skipped; a non-finite
+latent stops the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import math
+import os
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from vampdiffusion.atomic import atomic_write, atomic_write_bytes, atomic_write_json, sha256_file
+from vampdiffusion.config import LatentConfig
+from vampdiffusion.data.buckets import VAE_FACTOR, assign_buckets, bucket_set, resize_and_crop
+from vampdiffusion.data.shards import (LATENT_CHANNELS, LATENT_DTYPE, SHARD_DIR, read_record, record_file,
+                                       shard_file, shard_problem, write_shard)
+from vampdiffusion.data.vae import SCALING_FACTORS, SDXL_HUB_ID, TAESDXL_HUB_ID, VAE, load_vae
+
+REQUIRED_COLUMNS = ("id", "path", "width", "height")
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+MAX_OPEN_TARS = 8          # tar handles a worker keeps open (members are read in memory, never extracted)
+WAIT_SECONDS = 5.0         # rank 0 polls for the other ranks' shards this often
+
+
+class NonFiniteLatentError(RuntimeError):
+    """The VAE produced NaN / inf (or values beyond fp16) for some image."""
+
+
+# ----------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------
+
+_TARS: dict[str, tarfile.TarFile] = {}  # per process: tar path -> open handle
+
+
+def read_image_bytes(path: str) -> bytes:
+    """Bytes of a file path, or of a tar member given as `<tar path>::<member>` (read in memory)."""
+    if "::" not in path:
+        return Path(path).read_bytes()
+    tar_path, member = path.split("::", 1)
+    tar = _TARS.get(tar_path)
+    if tar is None:
+        if len(_TARS) >= MAX_OPEN_TARS:
+            _TARS.pop(next(iter(_TARS))).close()
+        tar = _TARS[tar_path] = tarfile.open(tar_path)
+    f = tar.extractfile(member)  # KeyError when the member is missing
+    if f is None:
+        raise ValueError(f"{member} in {tar_path} is not a regular file")
+    return f.read()
+
+
+def open_image(path: str) -> Image.Image:
+    """RGB image: first frame of animations, transparency composited on white."""
+    image = Image.open(io.BytesIO(read_image_bytes(path)))
+    image.seek(0)
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def load_bucket_image(path: str, size: tuple[int, int]) -> np.ndarray:
+    """(3, h, w) uint8: the image resized to cover bucket `size` = (w, h) and centre-cropped."""
+    return np.asarray(resize_and_crop(open_image(path), size)).transpose(2, 0, 1).copy()
+
+
+class BucketImages(torch.utils.data.Dataset):
+    """Manifest row i -> (i, (3, h, w) uint8 or None, failure reason). Runs in DataLoader workers."""
+
+    def __init__(self, paths: list[str], sizes: np.ndarray):
+        self.paths, self.sizes = paths, sizes  # sizes: (N, 2) bucket (w, h) per manifest row
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            return i, load_bucket_image(self.paths[i], (int(self.sizes[i, 0]), int(self.sizes[i, 1]))), ""
+        except Exception as e:  # missing / truncated / not an image / too large: counted and skipped
+            return i, None, f"{type(e).__name__}: {e}"
+
+
+def collate_images(items: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
+    rows = [i for i, a, _ in items if a is not None]
+    images = torch.from_numpy(np.stack([a for _, a, _ in items if a is not None])) if rows else None  # (B, 3, h, w)
+    failures = [(i, reason) for i, a, reason in items if a is None]
+    return rows, images, failures
+
+
+# ----------------------------------------------------------------------------
+# Plan
+# ----------------------------------------------------------------------------
+
+@dataclass
+class ShardPlan:
+    shard: int                 # global shard number k
+    bucket: tuple[int, int]    # (w, h) in pixels
+    rows: np.ndarray           # manifest row indices, in manifest order
+
+
+def plan_shards(widths: np.ndarray, heights: np.ndarray, buckets: list[tuple[int, int]], shard_size: int) -> list[ShardPlan]:
+    bucket_of_row = assign_buckets(widths, heights, buckets)
+    plan: list[ShardPlan] = []
+    for b, size in enumerate(buckets):
+        rows = np.flatnonzero(bucket_of_row == b)
+        for start in range(0, len(rows), shard_size):
+            plan.append(ShardPlan(len(plan), size, rows[start:start + shard_size]))
+    return plan
+
+
+def read_manifest(manifest: str | Path) -> tuple[pa.Table, Path]:
+    """The manifest table (a parquet file, or the `vamp data prepare` folder holding manifest.parquet)."""
+    path = Path(manifest)
+    if path.is_dir():
+        path = path / "manifest.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest {path} not found; run `vamp data prepare` first, or pass --manifest "
+                                f"<folder with manifest.parquet | file.parquet>")
+    table = pq.read_table(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"manifest {path} lacks column(s) {missing}; expected the `vamp data prepare` manifest "
+                         f"(columns {list(REQUIRED_COLUMNS)} at least)")
+    ids = table["id"].to_numpy()
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"manifest {path}: duplicate ids {unique[counts > 1][:5].tolist()}; each image must appear once")
+    return table, path
+
+
+def resolve_paths(paths: list[str], manifest_dir: Path) -> list[str]:
+    """Relative image paths are relative to the manifest's folder when the first one exists there, else to the cwd."""
+    if not paths or Path(paths[0].split("::", 1)[0]).is_absolute():
+        return paths
+    if (manifest_dir / paths[0].split("::", 1)[0]).exists():
+        return [str(manifest_dir / p) for p in paths]
+    return paths
+
+
+def plan_fingerprint(cfg: LatentConfig, manifest_path: Path, plan: list[ShardPlan]) -> dict:
+    """What must match for a resumed run to continue an earlier one."""
+    return dict(manifest_sha256=sha256_file(manifest_path), vae=cfg.vae, vae_path=cfg.vae_path,
+                scaling_factor=cfg.scaling_factor, resolution=cfg.resolution, buckets=cfg.buckets,
+                bucket_step=cfg.bucket_step, max_aspect=cfg.max_aspect, shard_size=cfg.shard_size,
+                batch_size=cfg.batch_size, precision=cfg.precision, num_shards=len(plan),
+                num_rows=int(sum(len(s.rows) for s in plan)))
+
+
+def check_plan(out: Path, fingerprint: dict) -> None:
+    import json
+    path = out / "plan.json"
+    if path.is_file():
+        old = json.loads(path.read_text())
+        diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+        if diff:
+            raise ValueError(f"{out} holds latents of a different manifest or config (differs in {diff}); "
+                             f"use a new --out folder, or delete {out} to re-encode from scratch")
+    else:
+        atomic_write_json(path, fingerprint)
+
+
+def shard_finished(out: Path, shard: ShardPlan, ids: np.ndarray) -> bool:
+    """True when shard k's record exists, covers exactly the planned ids and its checksum matches."""
+    record = read_record(out, shard.shard)
+    if record is None:
+        return False
+    covered = sorted(record.get("ids", []) + [s["id"] for s in record.get("skipped", [])])
+    if covered != sorted(ids[shard.rows].tolist()):
+        print(f"shard {shard.shard}: record does not match the plan; re-encoding", file=sys.stderr)
+        return False
+    problem = shard_problem(out, record)
+    if problem:
+        print(f"{problem.split(';')[0]}; re-encoding", file=sys.stderr)
+        return False
+    return True
+
+
+def clear_shard(out: Path, k: int) -> None:
+    """Remove what a killed run may have left of shard k (record first, so no stale record outlives its file)."""
+    record_file(out, k).unlink(missing_ok=True)
+    shard_file(out, k).unlink(missing_ok=True)
+    for tmp in (out / SHARD_DIR).glob(f".{k:06d}.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------
+# Encoding
+# ----------------------------------------------------------------------------
+
+def autocast_context(device: torch.device, precision: str):
+    if precision not in AUTOCAST_DTYPES:
+        raise ValueError(f"latents.precision must be one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")
+    if device.type != "cuda" or AUTOCAST_DTYPES[precision] is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=AUTOCAST_DTYPES[precision])
+
+
+def encode_images(vae: VAE, images: torch.Tensor, precision: str) -> np.ndarray:
+    """(B, 3, h, w) uint8 -> (B, 4, h/8, w/8) fp16 scaled latents."""
+    x = images.to(vae.device, non_blocking=True).float() / 127.5 - 1.0  # [0, 255] -> [-1, 1]
+    with autocast_context(vae.device, precision):
+        z = vae.encode(x)
+    return z.float().cpu().numpy().astype(LATENT_DTYPE)
+
+
+def encode_shards(out: Path, todo: list[ShardPlan], paths: list[str], sizes: np.ndarray, ids: np.ndarray,
+                  vae: VAE, cfg: LatentConfig, desc: str) -> None:
+    from tqdm import tqdm
+    batches = [(s, s.rows[i:i + cfg.batch_size]) for s in todo for i in range(0, len(s.rows), cfg.batch_size)]
+    loader = torch.utils.data.DataLoader(
+        BucketImages(paths, sizes), batch_sampler=[b.tolist() for _, b in batches], num_workers=cfg.workers,
+        collate_fn=collate_images, pin_memory=vae.device.type == "cuda")
+    left = {s.shard: math.ceil(len(s.rows) / cfg.batch_size) for s in todo}
+    parts: list[np.ndarray] = []
+    done_ids: list[int] = []
+    skipped: list[dict] = []
+    progress = tqdm(total=sum(len(s.rows) for s in todo), unit="img", desc=desc, disable=None, smoothing=0.1)
+    for (shard, _), (rows, images, failures) in zip(batches, loader):
+        if not parts and not done_ids and not skipped:
+            clear_shard(out, shard.shard)
+        skipped += [{"id": int(ids[i]), "path": paths[i], "reason": reason} for i, reason in failures]
+        if rows:
+            z = encode_images(vae, images, cfg.precision)                  # (B, 4, h, w) fp16
+            finite = np.isfinite(z).all(axis=(1, 2, 3))
+            if not finite.all():
+                bad = ids[np.asarray(rows)[~finite]].tolist()
+                raise NonFiniteLatentError(
+                    f"shard {shard.shard}: the VAE returned NaN/inf (or values beyond fp16) for image id(s) {bad[:10]}; "
+                    f"for the SDXL VAE use the fp16-fix weights ({SDXL_HUB_ID}) or latents.precision=fp32")
+            parts.append(z)
+            done_ids += ids[rows].tolist()
+        progress.update(len(rows) + len(failures))
+        left[shard.shard] -= 1
+        if left[shard.shard] == 0:
+            w, h = shard.bucket
+            empty = np.zeros((0, LATENT_CHANNELS, h // VAE_FACTOR, w // VAE_FACTOR), LATENT_DTYPE)
+            latents = np.concatenate(parts) if parts else empty
+            write_shard(out, shard.shard, latents, {"bucket": [w, h], "ids": done_ids, "skipped": skipped})
+            parts, done_ids, skipped = [], [], []
+    progress.close()
+
+
+def wait_for_records(out: Path, plan: list[ShardPlan]) -> list[dict]:
+    """Rank 0: the records of every shard, waiting for the other ranks to finish theirs."""
+    announced = False
+    while True:
+        records = [read_record(out, s.shard) for s in plan]
+        missing = [s.shard for s, r in zip(plan, records) if r is None]
+        if not missing:
+            return records
+        if not announced:
+            print(f"rank 0: waiting for {len(missing)} shard(s) of other ranks (e.g. {missing[:5]})", file=sys.stderr)
+            announced = True
+        time.sleep(WAIT_SECONDS)
+
+
+def finalize_dataset(out: Path, table: pa.Table, manifest_path: Path, plan: list[ShardPlan], records: list[dict],
+                     vae: VAE, cfg: LatentConfig, fingerprint: dict) -> dict:
+    """shards.json, index.parquet, dataset.json, vocab.json and encode_report.json from the shard records."""
+    row_of_id = {int(i): r for r, i in enumerate(table["id"].to_numpy())}
+    manifest_rows, shard_col, row_col, lat_h, lat_w, bucket_w, bucket_h = [], [], [], [], [], [], []
+    for record in records:
+        n, _, h, w = record["shape"]
+        manifest_rows += [row_of_id[i] for i in record["ids"]]
+        shard_col += [record["shard"]] * n
+        row_col += range(n)
+        lat_h += [h] * n
+        lat_w += [w] * n
+        bucket_w += [record["bucket"][0]] * n
+        bucket_h += [record["bucket"][1]] * n
+    index = table.take(pa.array(manifest_rows, pa.int64()))
+    for name, values, typ in (("shard", shard_col, pa.int32()), ("row", row_col, pa.int32()),
+                              ("latent_h", lat_h, pa.int16()), ("latent_w", lat_w, pa.int16()),
+                              ("bucket_w", bucket_w, pa.int16()), ("bucket_h", bucket_h, pa.int16())):
+        index = index.append_column(name, pa.array(values, typ))
+    atomic_write(out / "index.parquet", lambda p: pq.write_table(index, p))
+    keys = ("shard", "file", "rows", "shape", "bucket", "sha256")
+    atomic_write_json(out / "shards.json", {"shards": [{k: r[k] for k in keys} for r in records],
+                                            "num_rows": len(manifest_rows)})
+    skipped = [s for r in records for s in r["skipped"]]
+    atomic_write_json(out / "encode_report.json", {"planned": fingerprint["num_rows"], "encoded": len(manifest_rows),
+                                                   "skipped": len(skipped), "skipped_images": skipped})
+    atomic_write_json(out / "dataset.json", dict(
+        vae=vae.name, vae_path=vae.source, scaling_factor=vae.scaling_factor, resolution=cfg.resolution,
+        buckets=cfg.buckets, bucket_sizes=sorted({tuple(r["bucket"]) for r in records}), latent_channels=LATENT_CHANNELS,
+        dtype="float16", shard_size=cfg.shard_size, num_shards=len(records), num_rows=len(manifest_rows),
+        num_skipped=len(skipped), manifest=str(manifest_path), manifest_sha256=fingerprint["manifest_sha256"]))
+    vocab = manifest_path.parent / "vocab.json"
+    if vocab.is_file():
+        atomic_write_bytes(out / "vocab.json", vocab.read_bytes())
+    return {"shards": len(records), "encoded": len(manifest_rows), "skipped": len(skipped)}
+
+
+def encode_dataset(manifest: str | Path, out: str | Path, cfg: LatentConfig, device: str | torch.device = "cpu",
+                   rank: int = 0, world_size: int = 1) -> dict:
+    """Encode (or finish encoding) the manifest's images into the latent dataset `out`; rank 0 writes the index."""
+    out = Path(out)
+    table, manifest_path = read_manifest(manifest)
+    ids = table["id"].to_numpy()
+    paths = resolve_paths(table["path"].to_pylist(), manifest_path.parent)
+    buckets = bucket_set(cfg)
+    plan = plan_shards(table["width"].to_numpy(), table["height"].to_numpy(), buckets, cfg.shard_size)
+    sizes = np.zeros((len(paths), 2), np.int64)
+    for s in plan:
+        sizes[s.rows] = s.bucket
+    fingerprint = plan_fingerprint(cfg, manifest_path, plan)
+    (out / SHARD_DIR).mkdir(parents=True, exist_ok=True)
+    check_plan(out, fingerprint)
+    vae = load_vae(cfg, device)
+    mine = [s for s in plan if s.shard % world_size == rank]
+    todo = [s for s in mine if not shard_finished(out, s, ids)]
+    print(f"rank {rank}/{world_size}: {len(mine)} shard(s), {len(mine) - len(todo)} already finished, "
+          f"{len(todo)} to encode ({sum(len(s.rows) for s in todo)} images)", file=sys.stderr)
+    encode_shards(out, todo, paths, sizes, ids, vae, cfg, desc=f"encode rank {rank}")
+    if rank != 0:
+        return {"shards": len(mine), "encoded": None, "skipped": None}
+    return finalize_dataset(out, table, manifest_path, plan, wait_for_records(out, plan), vae, cfg, fingerprint)
+
+
+# ----------------------------------------------------------------------------
+# `vamp data encode`
+# ----------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from vampdiffusion.cli import add_config_arguments
+    parser.add_argument("--manifest", required=True, help="manifest.parquet, or the `vamp data prepare` folder holding it")
+    parser.add_argument("--out", required=True, help="latent dataset folder (created; an unfinished one is resumed)")
+    parser.add_argument("--vae", choices=sorted(SCALING_FACTORS), help="VAE backend (default: latents.vae); "
+                        "also sets latents.scaling_factor to the backend's unless --set latents.scaling_factor=... is given")
+    parser.add_argument("--vae-path", help="hub id, local folder or file of the VAE weights (default: latents.vae_path)")
+    parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda:LOCAL_RANK when available, else cpu)")
+    add_config_arguments(parser)
+
+
+def main(args: argparse.Namespace) -> int:
+    from vampdiffusion.cli import config_from_args
+    cfg = config_from_args(args).latents
+    if args.vae:
+        if args.vae != cfg.vae and not args.vae_path:
+            cfg.vae_path = TAESDXL_HUB_ID if args.vae == "taesdxl" else SDXL_HUB_ID
+        cfg.vae = args.vae
+        if not any(o.strip().startswith("latents.scaling_factor") for o in args.overrides):
+            cfg.scaling_factor = SCALING_FACTORS[args.vae]
+    if args.vae_path:
+        cfg.vae_path = args.vae_path
+    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
+    try:
+        summary = encode_dataset(args.manifest, args.out, cfg, torch.device(device), rank, world_size)
+    except (FileNotFoundError, ValueError, NonFiniteLatentError) as e:
+        print(f"vamp data encode: {e}", file=sys.stderr)
+        return 1
+    if rank == 0:
+        print(f"encoded {summary['encoded']} images into {summary['shards']} shard(s) in {args.out}; "
+              f"skipped {summary['skipped']} unreadable image(s) (listed in {args.out}/encode_report.json)")
+    return 0
+
+
+__all__ = ["BucketImages", "NonFiniteLatentError", "ShardPlan", "encode_dataset", "load_bucket_image",
+           "open_image", "plan_shards", "read_image_bytes", "read_manifest"]
