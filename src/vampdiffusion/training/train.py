@@ -1,0 +1,575 @@
+"""`vamp train`: the three training phases of SPEC §5, on one process or many (torchrun).
+
+    vamp train --config configs/v1.yaml --phase 1 --data LATENTS --out runs/p1
+    vamp train --config configs/v1.yaml --phase 2 --data LATENTS --out runs/p2 --init-from runs/p1
+    torchrun --nproc_per_node 8 -m vampdiffusion.cli train ... --resume
+
+One optimizer step = `grad_accum` micro-batches of `micro_batch` images on each of the world's
+processes. Randomness of the loss (timesteps, noise, tag dropout) is drawn from a generator seeded
+by (seed, step, slot), slot = micro-step · world + rank, so a resumed run draws exactly what the
+uninterrupted run drew, and a run's noise does not depend on how the global batch is split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from vampdiffusion import __version__
+from vampdiffusion.atomic import atomic_write_json
+from vampdiffusion.cli import add_config_arguments, config_from_args
+from vampdiffusion.config import Config, ConfigError, PhaseConfig, config_from_dict, config_to_dict, save_config_yaml
+from vampdiffusion.diffusion.loss import training_loss
+from vampdiffusion.diffusion.schedule import NoiseSchedule
+from vampdiffusion.models.dit import CONFIG_NAME, WEIGHTS_NAME, VampDiT
+from vampdiffusion.models.moe import is_expert_or_router
+from vampdiffusion.training import checkpoint as ckpt
+from vampdiffusion.training import distributed as D
+from vampdiffusion.training.ema import EMA
+from vampdiffusion.training.metrics import MetricsLogger, device_peak_flops, grad_norm, mfu, routing_entropy
+from vampdiffusion.training.optim import lr_at, make_optimizer, set_lr
+from vampdiffusion.training.samples import SampleGrid
+from vampdiffusion.training.signals import StopRequest
+
+log = logging.getLogger("vampdiffusion.train")
+
+LIVE_WEIGHTS_NAME = "model_live.safetensors"  # the live (non-EMA) weights beside the EMA export
+TRAINABLE = ("all", "experts")
+
+
+# ----------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_config_arguments(parser)
+    parser.add_argument("--phase", type=int, choices=(1, 2, 3), required=True,
+                        help="1 = everything, 2 = expert FFNs + routers only, 3 = everything on the curated subset")
+    parser.add_argument("--data", required=True, help="latent dataset folder written by `vamp data encode`")
+    parser.add_argument("--out", required=True, help="run folder: checkpoints, logs, samples, model/")
+    parser.add_argument("--init-from", dest="init_from", default=None,
+                        help="start from these weights with a fresh optimizer and schedule: a run folder, "
+                             "a model folder, or a checkpoint .pt")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the latest valid checkpoint in --out (fresh start when there is none)")
+
+
+def main(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    try:
+        return train(cfg, args.phase, Path(args.data), Path(args.out), args.init_from, args.resume)
+    except (ValueError, FileNotFoundError, ConfigError) as e:
+        print(f"vamp train: error: {e}", file=sys.stderr)
+        return 2
+
+
+# ----------------------------------------------------------------------------
+# Setup
+# ----------------------------------------------------------------------------
+
+def phase_config(cfg: Config, phase: int) -> PhaseConfig:
+    p = getattr(cfg.train, f"phase{phase}")
+    if p.trainable not in TRAINABLE:
+        raise ConfigError(f"train.phase{phase}.trainable must be one of {TRAINABLE}, got {p.trainable!r}")
+    if p.steps < 1 or p.lr <= 0 or p.warmup_steps < 0:
+        raise ConfigError(f"train.phase{phase}: steps must be >= 1, lr > 0, warmup_steps >= 0 "
+                          f"(got steps={p.steps}, lr={p.lr}, warmup_steps={p.warmup_steps})")
+    return p
+
+
+def setup_logging(run_dir: Path, is_main: bool) -> None:
+    log.setLevel(logging.INFO if is_main else logging.WARNING)
+    log.propagate = False
+    for h in list(log.handlers):
+        log.removeHandler(h)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(fmt)
+    log.addHandler(stream)
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        file = logging.FileHandler(run_dir / "train.log")
+        file.setFormatter(fmt)
+        log.addHandler(file)
+
+
+def read_data_description(cfg: Config, data_dir: Path) -> dict:
+    """Fit the config to the dataset: model.vocab_size from vocab.json, the VAE from dataset.json."""
+    vocab_path = data_dir / "vocab.json"
+    if not vocab_path.is_file():
+        raise FileNotFoundError(f"{vocab_path} not found: --data must be a latent folder written by "
+                                f"`vamp data encode` (index.parquet, shards/, vocab.json, dataset.json)")
+    vocab = json.loads(vocab_path.read_text())
+    n = len(vocab["tags"]) if isinstance(vocab, dict) and "tags" in vocab else len(vocab)
+    if cfg.model.vocab_size != n:
+        log.info("model.vocab_size set to %d from %s (config said %d)", n, vocab_path, cfg.model.vocab_size)
+        cfg.model.vocab_size = n
+    desc_path = data_dir / "dataset.json"
+    desc = json.loads(desc_path.read_text()) if desc_path.is_file() else {}
+    for key, field in (("vae", "vae"), ("vae_path", "vae_path"), ("scaling_factor", "scaling_factor")):
+        if key in desc and desc[key] != getattr(cfg.latents, field):
+            log.info("latents.%s set to %r from %s (config said %r)", field, desc[key], desc_path,
+                     getattr(cfg.latents, field))
+            setattr(cfg.latents, field, type(getattr(cfg.latents, field))(desc[key]))
+    return desc
+
+
+def set_trainable(model: torch.nn.Module, phase: PhaseConfig) -> None:
+    """Phase 2 trains only the expert FFNs and routers; phases 1 and 3 train everything."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(phase.trainable == "all" or is_expert_or_router(name))
+
+
+def init_weights_path(init_from: str) -> Path:
+    """The live weights to start a phase from: a run folder, a model folder, or a checkpoint file."""
+    p = Path(init_from)
+    for candidate in (p / "model" / LIVE_WEIGHTS_NAME, p / LIVE_WEIGHTS_NAME, p / "model" / WEIGHTS_NAME,
+                      p / WEIGHTS_NAME):
+        if candidate.is_file():
+            return candidate
+    if p.is_file():
+        return p
+    if p.is_dir() and ckpt.list_checkpoints(p):
+        return ckpt.list_checkpoints(p)[0][1]
+    raise FileNotFoundError(f"--init-from {init_from}: found no weights (looked for model/{LIVE_WEIGHTS_NAME}, "
+                            f"{LIVE_WEIGHTS_NAME}, {WEIGHTS_NAME}, checkpoints/step_*.pt, or a file)")
+
+
+def load_init_weights(model: torch.nn.Module, init_from: str) -> Path:
+    path = init_weights_path(init_from)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = ckpt.load_checkpoint(path)["model"]
+    ckpt.check_architecture(model.state_dict(), state, str(path))
+    model.load_state_dict(state)
+    return path
+
+
+# ----------------------------------------------------------------------------
+# Data
+# ----------------------------------------------------------------------------
+
+def make_data(cfg: Config, data_dir: Path, phase: PhaseConfig, info: D.DistInfo):
+    """The training rows of the phase: all, with tier-3 oversampling, or the curated top-K."""
+    from vampdiffusion.data.loader import BucketBatchSampler, LatentDataset, curate_top_k, make_loader
+
+    dataset = LatentDataset(data_dir, split="train")
+    quality = torch.as_tensor(dataset.quality)
+    weights = None
+    if phase.oversample_q3 != 1.0:
+        weights = torch.where(quality == 3, phase.oversample_q3, 1.0).double()   # QE-3 rows ×oversample
+    subset = None
+    if phase.curate_top_k > 0:
+        subset = curate_top_k(dataset, phase.curate_top_k)
+        log.info("curated subset: top %d of %d rows by z(aesthetic) + z(score_tag)", len(subset), len(dataset))
+    sampler = BucketBatchSampler(dataset, batch_size=cfg.train.micro_batch, seed=cfg.train.seed,
+                                 rank=info.rank, world_size=info.world_size, weights=weights, subset=subset)
+    loader = make_loader(dataset, sampler, workers=cfg.train.workers)
+    return dataset, sampler, loader
+
+
+class Batches:
+    """An endless stream of micro-batches that knows its position (epoch, batches taken in the epoch)."""
+
+    def __init__(self, sampler, loader, device: torch.device):
+        self.sampler, self.loader, self.device = sampler, loader, device
+        self.epoch, self.taken = 0, 0
+        self._it = None
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "taken": self.taken}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.taken = int(state["epoch"]), int(state["taken"])
+
+    def next(self) -> dict:
+        if self._it is None:
+            self.sampler.set_epoch(self.epoch)
+            self.sampler.load_state_dict({"epoch": self.epoch, "position": self.taken})
+            self._it = iter(self.loader)
+        try:
+            batch = next(self._it)
+        except StopIteration:
+            self.epoch, self.taken, self._it = self.epoch + 1, 0, None
+            return self.next()
+        self.taken += 1
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------
+
+@dataclass
+class Progress:
+    step: int = 0                 # optimizer steps done
+    images_seen: int = 0          # images consumed by completed optimizer steps (global)
+    nonfinite_total: int = 0      # skipped optimizer steps
+    nonfinite_in_a_row: int = 0
+
+
+def slot_seed(seed: int, step: int, slot: int) -> int:
+    return (seed * 1_000_003 + step) * 4096 + slot
+
+
+def autocast_context(cfg: Config, device: torch.device):
+    if device.type == "cuda" and cfg.train.precision == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def parameter_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
+    """router / experts / backbone (everything else) for the gradient-norm report (document §8)."""
+    groups: dict[str, list[torch.nn.Parameter]] = {"router": [], "experts": [], "backbone": []}
+    for name, p in model.named_parameters():
+        key = "router" if ".router." in name else "experts" if is_expert_or_router(name) else "backbone"
+        groups[key].append(p)
+    return groups
+
+
+def routing_metrics(aux, collapse_threshold: float) -> tuple[dict[str, float], list[str]]:
+    """Per-block routing frequencies f_i (global batch) and entropy; collapse warnings for style blocks."""
+    out: dict[str, float] = {}
+    warnings: list[str] = []
+    ns, nq = aux.style_probs.shape[-1], aux.quality_probs.shape[-1]
+    counts_s = torch.nn.functional.one_hot(aux.style_experts, ns).sum(dim=(1, 2)).double()   # (n_S, N_S)
+    counts_q = torch.nn.functional.one_hot(aux.quality_experts, nq).sum(dim=1).double()       # (n_Q, N_Q)
+    counts = D.all_reduce_sum(torch.cat([counts_s.flatten(), counts_q.flatten()])).cpu()
+    counts_s = counts[: counts_s.numel()].view_as(counts_s)
+    counts_q = counts[counts_s.numel():].view_as(counts_q)
+    for kind, blocks, c in (("style", aux.style_blocks, counts_s), ("quality", aux.quality_blocks, counts_q)):
+        for row, block in enumerate(blocks):
+            f = c[row] / c[row].sum().clamp_min(1)                                            # f_i
+            out[f"routing/{kind}_block{block}_entropy"] = routing_entropy(f)
+            for i, fi in enumerate(f.tolist()):
+                out[f"routing/{kind}_block{block}_f{i}"] = fi
+            if kind == "style" and float(f.max()) > collapse_threshold:
+                warnings.append(f"expert collapse: style block {block} sends {float(f.max()):.0%} of its "
+                                f"routing slots to expert {int(f.argmax())} (alert at f_i > {collapse_threshold})")
+    return out, warnings
+
+
+def flops_per_image(cfg: Config, latent_hw: tuple[int, int]) -> float:
+    """Training FLOPs per image (forward + backward, active parameters only) from the planner; 0 if unavailable."""
+    try:
+        from vampdiffusion.models.planner import train_flops_per_image
+    except ImportError:
+        return 0.0
+    return float(train_flops_per_image(cfg.model, latent_hw))
+
+
+class Trainer:
+    def __init__(self, cfg: Config, phase_id: int, data_dir: Path, run_dir: Path, info: D.DistInfo):
+        self.cfg, self.phase_id, self.data_dir, self.run_dir, self.info = cfg, phase_id, data_dir, run_dir, info
+        self.phase = phase_config(cfg, phase_id)
+        self.device = info.device
+        self.progress = Progress()
+
+    # -- state ----------------------------------------------------------------
+
+    def build(self, init_from: str | None, resume_state: dict | None) -> None:
+        cfg, info = self.cfg, self.info
+        torch.manual_seed(cfg.train.seed + info.rank)
+        self.model = VampDiT(cfg.model)
+        if resume_state is not None:
+            ckpt.check_architecture(self.model.state_dict(), resume_state["model"], "the checkpoint")
+            self.model.load_state_dict(resume_state["model"])
+        elif init_from is not None:
+            path = load_init_weights(self.model, init_from)
+            log.info("phase %d starts from %s (fresh optimizer and schedule)", self.phase_id, path)
+        set_trainable(self.model, self.phase)
+        self.model.to(self.device)
+        self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.trainable, cfg.train, lr=lr_at(0, self.phase))
+        self.ema = EMA(self.model, cfg.train.ema_decay, cfg.train.ema_warmup)
+        self.schedule = NoiseSchedule(cfg.diffusion)
+        self.dataset, self.sampler, loader = make_data(cfg, self.data_dir, self.phase, info)
+        self.batches = Batches(self.sampler, loader, self.device)
+        if resume_state is not None:
+            self.optimizer.load_state_dict(resume_state["optimizer"])
+            self.ema.load_state_dict(resume_state["ema"])
+            self.batches.load_state_dict(resume_state["data"])
+            self.progress = Progress(**resume_state["progress"])
+            rng = resume_state["rng"]
+            if len(rng) == info.world_size:
+                ckpt.set_rng_state(rng[info.rank])
+            else:
+                log.warning("checkpoint was written by %d processes, this run has %d: global RNG states reseeded "
+                            "(the loss noise and data order still follow the step)", len(rng), info.world_size)
+        self.wrapped = self.model
+        if cfg.train.distributed == "fsdp" and info.world_size > 1:
+            self.wrapped = D.wrap_fsdp(self.model, info)
+        else:
+            self.wrapped = D.wrap_ddp(self.model, info)
+        if cfg.train.compile:
+            self.wrapped = torch.compile(self.wrapped)
+        n_train = sum(p.numel() for _, p in self.trainable)
+        n_all = sum(p.numel() for p in self.model.parameters())
+        log.info("model: %.2fM parameters, %.2fM trainable in phase %d (%s)", n_all / 1e6, n_train / 1e6,
+                 self.phase_id, self.phase.trainable)
+
+    def state_dict(self) -> dict:
+        """The full checkpoint (gathers every rank's RNG states: call on all ranks)."""
+        rng = D.gather_objects(ckpt.rng_state())
+        return {
+            "version": __version__, "phase": self.phase_id, "world_size": self.info.world_size,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "data": self.batches.state_dict(), "progress": vars(self.progress).copy(), "rng": rng,
+            "config": config_to_dict(self.cfg), "lr_schedule": {"step": self.progress.step},
+        }
+
+    def save_checkpoint(self) -> None:
+        state = self.state_dict()
+        if self.info.is_main:
+            path = ckpt.save_checkpoint(self.run_dir, self.progress.step, state, self.cfg.train.keep_last)
+            self.export_model()
+            log.info("checkpoint %s (and model/ export)", path)
+        D.barrier()
+
+    def export_model(self) -> Path:
+        """RUN_DIR/model/: config.json (full Config), model.safetensors (EMA), model_live.safetensors, vocab.json."""
+        folder = self.run_dir / "model"
+        meta = {"format": "pt", "step": str(self.progress.step), "phase": str(self.phase_id)}
+        ckpt.save_safetensors(folder / LIVE_WEIGHTS_NAME, self.model.state_dict(), meta)
+        ckpt.save_safetensors(folder / WEIGHTS_NAME, self.ema.full_state_dict(self.model), meta)
+        shutil.copyfile(self.data_dir / "vocab.json", folder / ".vocab.json.tmp")
+        (folder / ".vocab.json.tmp").replace(folder / "vocab.json")
+        atomic_write_json(folder / CONFIG_NAME, config_to_dict(self.cfg))
+        return folder
+
+    # -- one optimizer step ---------------------------------------------------
+
+    def train_step(self, want_stats: bool):
+        """Accumulate grad_accum micro-batches, clip, check finiteness, step. Returns (finite, sums, aux, norms)."""
+        cfg, info = self.cfg, self.info
+        accum = cfg.train.grad_accum
+        sums: dict[str, torch.Tensor] = {}
+        aux_holder: list = []
+        hook = None
+        generator = torch.Generator()
+        for m in range(accum):
+            batch = self.batches.next()
+            generator.manual_seed(slot_seed(cfg.train.seed, self.progress.step, m * info.world_size + info.rank))
+            last = m == accum - 1
+            if want_stats and last:
+                hook = self.model.register_forward_hook(lambda mod, inp, out: aux_holder.append(out[1]))
+            with D.gradient_sync(self.wrapped, sync=last), autocast_context(cfg, self.device):
+                loss, metrics = training_loss(self.wrapped, batch, self.schedule, cfg.diffusion,
+                                              self.phase.lambda_spec, generator)
+                (loss / accum).backward()
+            for k, v in metrics.items():
+                sums[k] = sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else torch.tensor(float(v)))
+            sums["loss"] = sums.get("loss", 0.0) + loss.detach()
+        if hook is not None:
+            hook.remove()
+        norms = {}
+        if want_stats:
+            for key, params in parameter_groups(self.model).items():
+                norms[f"grad_norm/{key}"] = grad_norm(params)
+        total_norm = torch.nn.utils.clip_grad_norm_([p for _, p in self.trainable], cfg.train.grad_clip)
+        # one host sync per step: skip the update when the loss or any gradient is not finite
+        bad = (~torch.isfinite(sums["loss"]) | ~torch.isfinite(total_norm)).float().reshape(1)
+        stop_flag = torch.full((1,), 1.0 if self.stop.requested else 0.0, device=bad.device)
+        flags = D.all_reduce_max(torch.cat([bad, stop_flag])).cpu()              # agreed by every rank
+        finite, stop = flags[0].item() == 0.0, flags[1].item() > 0
+        if finite:
+            set_lr(self.optimizer, lr_at(self.progress.step, self.phase))
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if finite:
+            self.ema.update(self.model)
+        norms["grad_norm/total"] = float(total_norm) if want_stats else float("nan")
+        return finite, stop, sums, (aux_holder[0] if aux_holder else None), norms
+
+    # -- the loop -------------------------------------------------------------
+
+    def run(self) -> int:
+        cfg, info, phase = self.cfg, self.info, self.phase
+        tcfg = cfg.train
+        global_batch = tcfg.micro_batch * tcfg.grad_accum * info.world_size
+        logger = MetricsLogger(self.run_dir, tcfg.wandb, config_to_dict(cfg), self.run_dir.name) if info.is_main else None
+        grid = SampleGrid(cfg, self.run_dir, self.tokenize, self.load_vae) if tcfg.sample_every > 0 else None
+        latent_hw = self.latent_hw()
+        flops = flops_per_image(cfg, latent_hw)
+        peak = device_peak_flops(self.device, tcfg.peak_tflops * 1e12) * info.world_size
+        bar = None
+        if info.is_main:
+            from tqdm import tqdm
+            bar = tqdm(total=phase.steps, initial=self.progress.step, desc=f"phase {self.phase_id}",
+                       unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.stop = StopRequest().install()
+        window_start, window_steps = time.perf_counter(), 0
+        window: dict[str, torch.Tensor] = {}
+        try:
+            while self.progress.step < phase.steps:
+                step_to_be = self.progress.step + 1
+                want_stats = step_to_be % tcfg.log_every == 0 or step_to_be == phase.steps
+                finite, stop, sums, aux, norms = self.train_step(want_stats)
+                if not finite:
+                    self.progress.nonfinite_total += 1
+                    self.progress.nonfinite_in_a_row += 1
+                    log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row, %d in all)",
+                                step_to_be, self.progress.nonfinite_in_a_row, self.progress.nonfinite_total)
+                    if self.progress.nonfinite_in_a_row >= tcfg.max_nonfinite:
+                        log.error("stopping: %d non-finite steps in a row (train.max_nonfinite). Lower the learning "
+                                  "rate, check the data for NaN latents, or resume from an earlier checkpoint.",
+                                  self.progress.nonfinite_in_a_row)
+                        return 1
+                    if not stop:
+                        continue
+                else:
+                    self.progress.nonfinite_in_a_row = 0
+                    self.progress.step += 1
+                    self.progress.images_seen += global_batch
+                    window_steps += 1
+                    for k, v in sums.items():
+                        window[k] = window.get(k, 0.0) + v / tcfg.grad_accum
+                step = self.progress.step
+                if bar is not None:
+                    bar.update(1 if finite else 0)
+                if finite and want_stats:
+                    self.log_window(logger, bar, window, window_steps, window_start, global_batch, flops, peak,
+                                    aux, norms)
+                    window, window_steps, window_start = {}, 0, time.perf_counter()
+                if finite and tcfg.ema_every > 0 and step % tcfg.ema_every == 0 and info.is_main:
+                    ckpt.save_ema_weights(self.run_dir, step, self.ema.full_state_dict(self.model), tcfg.keep_last_ema)
+                if finite and grid is not None and (step % tcfg.sample_every == 0 or step == phase.steps):
+                    self.sample_grid(grid, logger, latent_hw)
+                if stop:
+                    self.save_checkpoint()
+                    log.info("stopped by %s at step %d; continue with the same command and --resume",
+                             self.stop.signal_name or "a signal on another rank", step)
+                    return 0
+                if finite and (step % tcfg.ckpt_every == 0 or step == phase.steps):
+                    self.save_checkpoint()
+            log.info("phase %d finished: %d steps, %d images, %d skipped non-finite steps; model in %s",
+                     self.phase_id, self.progress.step, self.progress.images_seen, self.progress.nonfinite_total,
+                     self.run_dir / "model")
+            return 0
+        finally:
+            self.stop.uninstall()
+            if bar is not None:
+                bar.close()
+            if logger is not None:
+                logger.close()
+
+    def log_window(self, logger, bar, window, steps, start, global_batch, flops, peak, aux, norms) -> None:
+        elapsed = time.perf_counter() - start
+        images_per_s = steps * global_batch / max(elapsed, 1e-9)
+        scalars = {k: float(v) / max(steps, 1) for k, v in window.items()}
+        scalars = {("loss/" + k if not k.startswith("loss") else k): v for k, v in scalars.items()}
+        scalars.update(norms)
+        scalars["lr"] = self.optimizer.param_groups[0]["lr"]
+        scalars["images_per_s"] = images_per_s
+        scalars["mfu"] = mfu(flops, images_per_s, peak)
+        scalars["images_seen"] = self.progress.images_seen
+        scalars["nonfinite_total"] = self.progress.nonfinite_total
+        if aux is not None:
+            routing, warnings = routing_metrics(aux, self.cfg.eval.collapse_threshold)
+            scalars.update(routing)
+            for w in warnings:
+                log.warning("step %d: %s", self.progress.step, w)
+                if logger is not None:
+                    logger.event(self.progress.step, "collapse", w)
+        if logger is not None:
+            logger.write(self.progress.step, scalars)
+        if bar is not None:
+            bar.set_postfix(loss=f"{scalars.get('loss', float('nan')):.4f}", lr=f"{scalars['lr']:.2e}",
+                            img_s=f"{images_per_s:.1f}", refresh=False)
+
+    # -- samples --------------------------------------------------------------
+
+    def latent_hw(self) -> tuple[int, int]:
+        """The grid's latent size: the most common bucket of the dataset."""
+        return tuple(int(x) for x in self.dataset.most_common_hw())
+
+    def tokenize(self, prompts: list[str]) -> torch.Tensor:
+        from vampdiffusion.data.vocab import Vocab
+        vocab = Vocab.load(self.data_dir / "vocab.json")
+        return torch.stack([torch.as_tensor(vocab.encode_prompt(p, self.cfg.model.max_tags)) for p in prompts])
+
+    def load_vae(self):
+        from vampdiffusion.data.vae import load_vae
+        return load_vae(self.cfg.latents, device=self.device)
+
+    def sample_grid(self, grid: SampleGrid, logger, latent_hw) -> None:
+        """Every rank samples (the model's balance statistics are collectives); rank 0 decodes and saves."""
+        names = self.ema.names
+        params = dict(self.model.named_parameters())
+        live = {n: params[n].detach().to("cpu", copy=True) for n in names}
+        with torch.no_grad():
+            for n in names:
+                params[n].copy_(self.ema.shadow[n])
+        self.model.eval()
+        try:
+            if self.info.is_main:
+                result = grid.make(self.model, self.progress.step, latent_hw, self.device)
+                if result is not None:
+                    path, image = result
+                    log.info("sample grid %s", path)
+                    if logger is not None:
+                        logger.image(self.progress.step, "samples/grid", image)
+            elif self.info.world_size > 1:
+                from vampdiffusion.training.samples import sample_grid_latents
+                sample_grid_latents(self.model, grid.tag_ids, self.cfg, latent_hw, self.device)
+        finally:
+            with torch.no_grad():
+                for n in names:
+                    params[n].copy_(live[n])
+            self.model.train()
+
+
+def train(cfg: Config, phase_id: int, data_dir: Path, run_dir: Path, init_from: str | None = None,
+          resume: bool = False) -> int:
+    info = D.init_distributed()
+    try:
+        setup_logging(run_dir, info.is_main)
+        phase_config(cfg, phase_id)
+        if not data_dir.is_dir():
+            raise FileNotFoundError(f"--data {data_dir} is not a folder (a latent dataset from `vamp data encode`)")
+        resume_state = None
+        if resume:
+            found = ckpt.load_latest_valid(run_dir)
+            if found is None:
+                log.info("--resume: no valid checkpoint in %s, starting phase %d from the beginning", run_dir, phase_id)
+            else:
+                resume_state, path = found
+                if resume_state["phase"] != phase_id:
+                    raise ValueError(f"{path} is a phase-{resume_state['phase']} checkpoint; this is --phase {phase_id}. "
+                                     f"Resume with --phase {resume_state['phase']}, or start phase {phase_id} in a new "
+                                     f"--out with --init-from {run_dir}")
+                log.info("resuming from %s (step %d)", path, resume_state["progress"]["step"])
+                _warn_config_changes(config_from_dict(resume_state["config"]), cfg)
+        elif ckpt.list_checkpoints(run_dir):
+            raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
+                             f"or choose a new --out")
+        read_data_description(cfg, data_dir)
+        if info.is_main:
+            save_config_yaml(cfg, run_dir / "config.yaml")
+        trainer = Trainer(cfg, phase_id, data_dir, run_dir, info)
+        trainer.build(init_from if resume_state is None else None, resume_state)
+        return trainer.run()
+    finally:
+        D.shutdown_distributed()
+
+
+def _warn_config_changes(saved: Config, now: Config) -> None:
+    a, b = config_to_dict(saved), config_to_dict(now)
+    for section in a:
+        for key in a[section]:
+            if section != "model" and a[section][key] != b[section].get(key):
+                log.warning("config changed since the checkpoint: %s.%s %r -> %r", section, key,
+                            a[section][key], b[section][key])
