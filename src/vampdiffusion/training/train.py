@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vampdiffusion import __version__
@@ -162,50 +163,15 @@ def load_init_weights(model: torch.nn.Module, init_from: str) -> Path:
 # ----------------------------------------------------------------------------
 
 def make_data(cfg: Config, data_dir: Path, phase: PhaseConfig, info: D.DistInfo):
-    """The training rows of the phase: all, with tier-3 oversampling, or the curated top-K."""
-    from vampdiffusion.data.loader import BucketBatchSampler, LatentDataset, curate_top_k, make_loader
+    """This rank's endless micro-batch stream of the phase's rows (tier-3 oversampling, curated top-K)."""
+    from vampdiffusion.data.loader import make_loader
 
-    dataset = LatentDataset(data_dir, split="train")
-    quality = torch.as_tensor(dataset.quality)
-    weights = None
-    if phase.oversample_q3 != 1.0:
-        weights = torch.where(quality == 3, phase.oversample_q3, 1.0).double()   # QE-3 rows ×oversample
-    subset = None
-    if phase.curate_top_k > 0:
-        subset = curate_top_k(dataset, phase.curate_top_k)
-        log.info("curated subset: top %d of %d rows by z(aesthetic) + z(score_tag)", len(subset), len(dataset))
-    sampler = BucketBatchSampler(dataset, batch_size=cfg.train.micro_batch, seed=cfg.train.seed,
-                                 rank=info.rank, world_size=info.world_size, weights=weights, subset=subset)
-    loader = make_loader(dataset, sampler, workers=cfg.train.workers)
-    return dataset, sampler, loader
-
-
-class Batches:
-    """An endless stream of micro-batches that knows its position (epoch, batches taken in the epoch)."""
-
-    def __init__(self, sampler, loader, device: torch.device):
-        self.sampler, self.loader, self.device = sampler, loader, device
-        self.epoch, self.taken = 0, 0
-        self._it = None
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "taken": self.taken}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.taken = int(state["epoch"]), int(state["taken"])
-
-    def next(self) -> dict:
-        if self._it is None:
-            self.sampler.set_epoch(self.epoch)
-            self.sampler.load_state_dict({"epoch": self.epoch, "position": self.taken})
-            self._it = iter(self.loader)
-        try:
-            batch = next(self._it)
-        except StopIteration:
-            self.epoch, self.taken, self._it = self.epoch + 1, 0, None
-            return self.next()
-        self.taken += 1
-        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+    loader = make_loader(data_dir, cfg, phase, rank=info.rank, world_size=info.world_size)
+    rows = int((loader.sampler.weights > 0).sum())
+    log.info("data: %d of %d training rows in phase (tier-3 weight %.1f, curated top-K %s), %d batches per epoch "
+             "per rank", rows, len(loader.dataset), phase.oversample_q3, phase.curate_top_k or "off",
+             loader.batches_per_epoch())
+    return loader
 
 
 # ----------------------------------------------------------------------------
@@ -295,12 +261,11 @@ class Trainer:
         self.optimizer = make_optimizer(self.trainable, cfg.train, lr=lr_at(0, self.phase))
         self.ema = EMA(self.model, cfg.train.ema_decay, cfg.train.ema_warmup)
         self.schedule = NoiseSchedule(cfg.diffusion)
-        self.dataset, self.sampler, loader = make_data(cfg, self.data_dir, self.phase, info)
-        self.batches = Batches(self.sampler, loader, self.device)
+        self.loader = make_data(cfg, self.data_dir, self.phase, info)
         if resume_state is not None:
             self.optimizer.load_state_dict(resume_state["optimizer"])
             self.ema.load_state_dict(resume_state["ema"])
-            self.batches.load_state_dict(resume_state["data"])
+            self.loader.load_state_dict(resume_state["data"])
             self.progress = Progress(**resume_state["progress"])
             rng = resume_state["rng"]
             if len(rng) == info.world_size:
@@ -308,7 +273,7 @@ class Trainer:
             else:
                 log.warning("checkpoint was written by %d processes, this run has %d: global RNG states reseeded "
                             "(the loss noise and data order still follow the step)", len(rng), info.world_size)
-        self.wrapped = self.model
+        self.batches = iter(self.loader)
         if cfg.train.distributed == "fsdp" and info.world_size > 1:
             self.wrapped = D.wrap_fsdp(self.model, info)
         else:
@@ -327,7 +292,7 @@ class Trainer:
             "version": __version__, "phase": self.phase_id, "world_size": self.info.world_size,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "data": self.batches.state_dict(), "progress": vars(self.progress).copy(), "rng": rng,
+            "data": self.loader.state_dict(), "progress": vars(self.progress).copy(), "rng": rng,
             "config": config_to_dict(self.cfg), "lr_schedule": {"step": self.progress.step},
         }
 
@@ -361,7 +326,7 @@ class Trainer:
         hook = None
         generator = torch.Generator()
         for m in range(accum):
-            batch = self.batches.next()
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in next(self.batches).items()}
             generator.manual_seed(slot_seed(cfg.train.seed, self.progress.step, m * info.world_size + info.rank))
             last = m == accum - 1
             if want_stats and last:
@@ -494,7 +459,8 @@ class Trainer:
 
     def latent_hw(self) -> tuple[int, int]:
         """The grid's latent size: the most common bucket of the dataset."""
-        return tuple(int(x) for x in self.dataset.most_common_hw())
+        ds = self.loader.dataset
+        return tuple(int(x) for x in ds.bucket_shapes[np.bincount(ds.bucket).argmax()])
 
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
         from vampdiffusion.data.vocab import Vocab
