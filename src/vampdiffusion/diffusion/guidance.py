@@ -1,0 +1,62 @@
+"""Classifier-free guidance (SPEC §3, §4) with guidance rescale φ (Lin et al. 2023 §3.4).
+
+The unconditional input is the empty tag sequence [BOS][EOS]; the quality tier (and a forced
+style expert) is kept. Unconditional and conditional passes run as one batch of 2B.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vampdiffusion.diffusion.samplers import PredictV
+
+
+def cfg_combine(v_uncond: torch.Tensor, v_cond: torch.Tensor, scale: float) -> torch.Tensor:
+    # v_cfg = v_u + w (v_c − v_u)
+    return v_uncond + scale * (v_cond - v_uncond)
+
+
+def rescale_guidance(v_cfg: torch.Tensor, v_cond: torch.Tensor, phi: float) -> torch.Tensor:
+    """v = φ · v_cfg · std(v_c)/std(v_cfg) + (1 − φ) · v_cfg, std per image over (C, H, W)."""
+    dims = list(range(1, v_cfg.dim()))
+    std_cond = v_cond.std(dim=dims, keepdim=True)                 # (B, 1, 1, 1)
+    std_cfg = v_cfg.std(dim=dims, keepdim=True)                   # (B, 1, 1, 1)
+    factor = phi * (std_cond / std_cfg) + (1 - phi)
+    return v_cfg * factor
+
+
+def guided_v(v_uncond: torch.Tensor, v_cond: torch.Tensor, scale: float, rescale: float) -> torch.Tensor:
+    """CFG at scale w followed by guidance rescale φ; φ = 0 is plain CFG."""
+    v_cfg = cfg_combine(v_uncond, v_cond, scale)
+    if rescale == 0:
+        return v_cfg
+    return rescale_guidance(v_cfg, v_cond, rescale)
+
+
+def empty_tags_like(tag_ids: torch.Tensor, bos_id: int = 2, eos_id: int = 3, pad_id: int = 0) -> torch.Tensor:
+    """[BOS][EOS][PAD]… with the shape of tag_ids (B, L)."""
+    empty = torch.full_like(tag_ids, pad_id)
+    empty[:, 0] = bos_id
+    empty[:, 1] = eos_id
+    return empty
+
+
+def guided_predictor(model: torch.nn.Module, tag_ids: torch.Tensor, quality: torch.Tensor,
+                     scale: float, rescale: float, style_override: torch.Tensor | None = None) -> PredictV:
+    """predict_v(x, t) for a sampler: one batched 2B pass (uncond first), then CFG + rescale.
+
+    At w = 1 the guided prediction is the conditional one, so only the conditional half runs.
+    """
+    empty = empty_tags_like(tag_ids)
+
+    def predict_v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if scale == 1:
+            v, _ = model(x, t, tag_ids, quality, style_override=style_override)
+            return v
+        style2 = None if style_override is None else torch.cat([style_override, style_override])
+        v, _ = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([empty, tag_ids]),
+                     torch.cat([quality, quality]), style_override=style2)   # (2B, C, H, W)
+        v_uncond, v_cond = v.chunk(2)
+        return guided_v(v_uncond, v_cond, scale, rescale)
+
+    return predict_v
