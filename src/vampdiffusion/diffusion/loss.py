@@ -1,0 +1,58 @@
+"""Training loss (SPEC §4): L = L_v + λ_S L_bal^S + λ_Q L_bal^Q + λ_spec (L_spec^S + L_spec^Q).
+
+Also the classifier-free-guidance tag dropout (SPEC §3): with probability cfg_dropout an image's
+tags become the empty sequence [BOS][EOS]; its quality tier is kept. It lives here and only here.
+Randomness (t, ε, dropout) is drawn on the CPU from `generator`, so a run's noise does not depend
+on the device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from vampdiffusion.config import DiffusionConfig
+from vampdiffusion.diffusion.guidance import empty_tags_like
+from vampdiffusion.diffusion.schedule import NoiseSchedule
+from vampdiffusion.diffusion.timesteps import sample_timesteps
+
+
+def drop_tags(tag_ids: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+    """tag_ids (B, L), drop (B,) bool -> dropped rows replaced by [BOS][EOS][PAD]…"""
+    return torch.where(drop[:, None], empty_tags_like(tag_ids), tag_ids)
+
+
+def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], schedule: NoiseSchedule,
+                  dcfg: DiffusionConfig, lambda_spec: float,
+                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One micro-batch's loss and its parts (detached tensors, no host sync).
+
+    batch: {"latent": (B,4,h,w), "tag_ids": (B,L) long, "quality": (B,) long, "style": (B,) long}.
+    """
+    x0 = batch["latent"]
+    device = x0.device
+    B = x0.shape[0]
+    t = sample_timesteps(B, schedule, dcfg, generator).to(device)                     # (B,)
+    eps = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(device, x0.dtype)  # (B,4,h,w)
+    drop = (torch.rand(B, generator=generator) < dcfg.cfg_dropout).to(device)       # (B,) bool
+    tag_ids = drop_tags(batch["tag_ids"], drop)
+    quality = batch["quality"]
+    # a dropped image's tags no longer name its style: it does not train the style router's CE
+    style = torch.where(drop, torch.full_like(batch["style"], -1), batch["style"])
+
+    x_t = schedule.q_sample(x0, t, eps)                         # x_t = α_t x0 + σ_t ε
+    v = schedule.v_target(x0, t, eps)                           # v = α_t ε − σ_t x0
+    v_pred, aux = model(x_t, t, tag_ids, quality)
+    loss_v = (v_pred.float() - v.float()).pow(2).mean()         # L_v = ‖v_θ − v‖² (mean)
+    spec_style, spec_quality = aux.specialisation_losses(style, quality)
+    # L = L_v + λ_S L_bal^S + λ_Q L_bal^Q + λ_spec (L_spec^S + L_spec^Q)
+    loss = (loss_v + dcfg.lambda_style * aux.balance_style + dcfg.lambda_quality * aux.balance_quality
+            + lambda_spec * (spec_style + spec_quality))
+    metrics = {
+        "v_mse": loss_v.detach(),
+        "balance_style": aux.balance_style.detach(),
+        "balance_quality": aux.balance_quality.detach(),
+        "spec_style": spec_style.detach(),
+        "spec_quality": spec_quality.detach(),
+        "cfg_dropped": drop.float().mean(),
+    }
+    return loss, metrics
