@@ -11,14 +11,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from test_train_support import install_standins, tiny_config, write_latent_dataset
+from test_train_support import tiny_config, write_latent_dataset
 
-install_standins()
-
-from vampdiffusion.models.dit import VampDiT  # noqa: E402
-from vampdiffusion.models.moe import is_expert_or_router  # noqa: E402
-from vampdiffusion.training import checkpoint as ckpt  # noqa: E402
-from vampdiffusion.training import train as T  # noqa: E402
+from vampdiffusion.models.dit import VampDiT
+from vampdiffusion.models.moe import is_expert_or_router
+from vampdiffusion.training import checkpoint as ckpt
+from vampdiffusion.training import train as T
 
 
 @pytest.fixture(autouse=True)

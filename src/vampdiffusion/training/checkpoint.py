@@ -91,6 +91,15 @@ def load_latest_valid(run_dir: str | Path) -> tuple[dict, Path] | None:
     return None
 
 
+def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
+    """Temp files a kill left behind mid-write (`.step_….pt.*.tmp`); never a finished checkpoint."""
+    folder = Path(run_dir) / "checkpoints"
+    stale = [p for p in folder.glob(".*.tmp")] if folder.is_dir() else []
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def prune(folder: Path, pattern: re.Pattern, keep_last: int, sidecar: bool) -> None:
     files = sorted(((int(m.group(1)), p) for p in folder.iterdir() if (m := pattern.match(p.name))), reverse=True)
     for _, p in files[max(keep_last, 1):]:

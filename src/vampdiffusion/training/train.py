@@ -30,6 +30,7 @@ from vampdiffusion import __version__
 from vampdiffusion.atomic import atomic_write_json
 from vampdiffusion.cli import add_config_arguments, config_from_args
 from vampdiffusion.config import Config, ConfigError, PhaseConfig, config_from_dict, config_to_dict, save_config_yaml
+from vampdiffusion.data.vocab import TagVocab, parse_prompt
 from vampdiffusion.diffusion.loss import training_loss
 from vampdiffusion.diffusion.schedule import NoiseSchedule
 from vampdiffusion.models.dit import CONFIG_NAME, WEIGHTS_NAME, VampDiT
@@ -110,8 +111,7 @@ def read_data_description(cfg: Config, data_dir: Path) -> dict:
     if not vocab_path.is_file():
         raise FileNotFoundError(f"{vocab_path} not found: --data must be a latent folder written by "
                                 f"`vamp data encode` (index.parquet, shards/, vocab.json, dataset.json)")
-    vocab = json.loads(vocab_path.read_text())
-    n = len(vocab["tags"]) if isinstance(vocab, dict) and "tags" in vocab else len(vocab)
+    n = len(TagVocab.load(vocab_path))
     if cfg.model.vocab_size != n:
         log.info("model.vocab_size set to %d from %s (config said %d)", n, vocab_path, cfg.model.vocab_size)
         cfg.model.vocab_size = n
@@ -435,7 +435,7 @@ class Trainer:
         elapsed = time.perf_counter() - start
         images_per_s = steps * global_batch / max(elapsed, 1e-9)
         scalars = {k: float(v) / max(steps, 1) for k, v in window.items()}
-        scalars = {("loss/" + k if not k.startswith("loss") else k): v for k, v in scalars.items()}
+        scalars = {(k if k == "loss" else "loss/" + k): v for k, v in scalars.items()}
         scalars.update(norms)
         scalars["lr"] = self.optimizer.param_groups[0]["lr"]
         scalars["images_per_s"] = images_per_s
@@ -463,9 +463,14 @@ class Trainer:
         return tuple(int(x) for x in ds.bucket_shapes[np.bincount(ds.bucket).argmax()])
 
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
-        from vampdiffusion.data.vocab import Vocab
-        vocab = Vocab.load(self.data_dir / "vocab.json")
-        return torch.stack([torch.as_tensor(vocab.encode_prompt(p, self.cfg.model.max_tags)) for p in prompts])
+        """(len(prompts), max_tags) tag ids of the grid prompts; unknown tags are named in the log."""
+        vocab = TagVocab.load(self.data_dir / "vocab.json")
+        L = self.cfg.model.max_tags
+        for p in prompts:
+            unknown = vocab.unknown(parse_prompt(p))
+            if unknown:
+                log.warning("sample prompt %r: tags not in the vocabulary (they become [UNK]): %s", p, unknown)
+        return torch.tensor([vocab.pad(vocab.encode_prompt(p, L), L) for p in prompts], dtype=torch.long)
 
     def load_vae(self):
         from vampdiffusion.data.vae import load_vae
@@ -508,6 +513,9 @@ def train(cfg: Config, phase_id: int, data_dir: Path, run_dir: Path, init_from: 
             raise FileNotFoundError(f"--data {data_dir} is not a folder (a latent dataset from `vamp data encode`)")
         resume_state = None
         if resume:
+            if info.is_main:
+                for p in ckpt.remove_stale_temp_files(run_dir):
+                    log.info("removed %s (a checkpoint write interrupted by the previous run's end)", p.name)
             found = ckpt.load_latest_valid(run_dir)
             if found is None:
                 log.info("--resume: no valid checkpoint in %s, starting phase %d from the beginning", run_dir, phase_id)
