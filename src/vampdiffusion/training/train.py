@@ -434,7 +434,10 @@ class Trainer:
     def log_window(self, logger, bar, window, steps, start, global_batch, flops, peak, aux, norms) -> None:
         elapsed = time.perf_counter() - start
         images_per_s = steps * global_batch / max(elapsed, 1e-9)
-        scalars = {k: float(v) / max(steps, 1) for k, v in window.items()}
+        keys = sorted(window)
+        totals = D.all_reduce_sum(torch.stack([torch.as_tensor(window[k], dtype=torch.float32).to(self.device)
+                                               for k in keys])).cpu() / self.info.world_size   # mean over ranks
+        scalars = {k: float(v) / max(steps, 1) for k, v in zip(keys, totals.tolist())}
         scalars = {(k if k == "loss" else "loss/" + k): v for k, v in scalars.items()}
         scalars.update(norms)
         scalars["lr"] = self.optimizer.param_groups[0]["lr"]
