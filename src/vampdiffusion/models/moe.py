@@ -151,7 +151,7 @@ def quality_routing(logits: torch.Tensor):
     p = logits.softmax(dim=-1)                                     # p = softmax(r)
     k = p.argmax(dim=-1, keepdim=True)                             # k = argmax p
     p_k = p.gather(1, k)
-    g = 1.0 + p_k - p_k.detach()                                   # g = 1 + p_k - stopgrad(p_k)
+    g = (p_k - p_k.detach()) + 1.0  # g = 1 + p_k - stopgrad(p_k); this order makes the value exactly 1
     return p, k, g
 
 
