@@ -28,7 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from vampdiffusion.atomic import atomic_write, atomic_write_bytes, atomic_write_json, sha256_file
 from vampdiffusion.config import LatentConfig
@@ -72,7 +72,10 @@ def read_image_bytes(path: str) -> bytes:
 
 def open_image(path: str) -> Image.Image:
     """RGB image: first frame of animations, transparency composited on white."""
-    image = Image.open(io.BytesIO(read_image_bytes(path)))
+    try:
+        image = Image.open(io.BytesIO(read_image_bytes(path)))
+    except UnidentifiedImageError:
+        raise UnidentifiedImageError(f"{path} is not an image PIL can read") from None
     image.seek(0)
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
