@@ -78,3 +78,9 @@ def test_style_override_reaches_both_halves():
     style = torch.tensor([4, 4])
     guided_predictor(model, tags, quality, scale=3.0, rescale=0.0, style_override=style)(x, t)
     assert model.calls[0][3].tolist() == [4, 4, 4, 4]
+
+
+def test_rescale_of_a_constant_prediction_is_finite():
+    v_u = torch.zeros(1, 4, 3, 3)
+    v = guided_v(v_u, v_u, 6.0, 0.7)
+    assert torch.isfinite(v).all() and v.abs().max().item() == 0.0

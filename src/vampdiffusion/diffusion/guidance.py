@@ -21,7 +21,8 @@ def rescale_guidance(v_cfg: torch.Tensor, v_cond: torch.Tensor, phi: float) -> t
     dims = list(range(1, v_cfg.dim()))
     std_cond = v_cond.std(dim=dims, keepdim=True)                 # (B, 1, 1, 1)
     std_cfg = v_cfg.std(dim=dims, keepdim=True)                   # (B, 1, 1, 1)
-    factor = phi * (std_cond / std_cfg) + (1 - phi)
+    ratio = torch.where(std_cfg > 0, std_cond / std_cfg, torch.ones_like(std_cfg))  # a constant v_cfg stays
+    factor = phi * ratio + (1 - phi)
     return v_cfg * factor
 
 

@@ -1,0 +1,365 @@
+"""Generation: a model folder + Danbooru tags -> PNGs that carry their generation parameters.
+
+Python API (used by evaluation and the demo):
+
+    gen = load_generator("runs/x/model")                     # config.json + model.safetensors + vocab.json
+    images = generate(gen, "1girl, solo, gothic, dark", quality=3, seed=1, n=4, size=(1024, 1024))
+    images[0].save("a.png", pnginfo=png_info(images[0]))      # or save_images(images, "out/")
+
+`vamp generate --model DIR --tags "…" …` is a thin layer over it. Every user input is checked
+(`check_request`) before the weights are loaded or anything is computed. Image i of a request uses
+noise seeded with seed + i, so the "Seed" written into image i regenerates it alone (n = 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from vampdiffusion.atomic import atomic_write, sha256_file
+from vampdiffusion.config import Config, ConfigError, config_from_dict
+from vampdiffusion.diffusion.guidance import guided_predictor
+from vampdiffusion.diffusion.samplers import SAMPLER_NAMES, SAMPLERS, sample
+from vampdiffusion.diffusion.schedule import NoiseSchedule
+
+log = logging.getLogger("vampdiffusion.generate")
+
+CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME = "config.json", "model.safetensors", "vocab.json"
+VAE_FACTOR = 8                     # pixels per latent cell (SDXL-space VAEs)
+PARAMETERS_KEY = "parameters"      # PNG text chunk read by anime UIs (A1111 / Forge / ComfyUI readers)
+
+
+# ----------------------------------------------------------------------------
+# The request and its checks (before any compute)
+# ----------------------------------------------------------------------------
+
+@dataclass
+class Request:
+    """One prompt's generation settings; None fields take the model's config.sample defaults."""
+    tags: str
+    quality: int = 3
+    style: int | None = None       # force style expert K (0..N_S−1); None = the router decides
+    steps: int | None = None
+    sampler: str | None = None
+    cfg_scale: float | None = None
+    cfg_rescale: float | None = None
+    seed: int = 0
+    n: int = 1
+    size: tuple[int, int] = (1024, 1024)  # (width, height) in pixels
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'1024x768' -> (1024, 768) = (width, height)."""
+    m = re.fullmatch(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*", text)
+    if not m:
+        raise ValueError(f"size must look like WIDTHxHEIGHT, e.g. 1024x1024, got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def with_defaults(req: Request, cfg: Config) -> Request:
+    s = cfg.sample
+    return Request(tags=req.tags, quality=req.quality, style=req.style,
+                   steps=s.steps if req.steps is None else req.steps,
+                   sampler=s.sampler if req.sampler is None else req.sampler,
+                   cfg_scale=s.cfg_scale if req.cfg_scale is None else req.cfg_scale,
+                   cfg_rescale=s.cfg_rescale if req.cfg_rescale is None else req.cfg_rescale,
+                   seed=req.seed, n=req.n, size=req.size)
+
+
+def check_request(req: Request, cfg: Config) -> None:
+    """Raise ValueError naming the problem and the fix; `req` has its defaults filled in."""
+    m, T = cfg.model, cfg.diffusion.num_timesteps
+    if not 0 <= req.quality < m.num_quality_tiers:
+        raise ValueError(f"quality must be 0..{m.num_quality_tiers - 1} (3 = Ultra), got {req.quality}")
+    if req.style is not None and not 0 <= req.style < m.num_style_experts:
+        raise ValueError(f"style must be 0..{m.num_style_experts - 1} (a style expert), got {req.style}; "
+                         f"leave it out to let the router choose")
+    if not 1 <= req.steps <= T:
+        raise ValueError(f"steps must be in 1..{T} (the model's diffusion.num_timesteps), got {req.steps}")
+    if req.sampler not in SAMPLERS:
+        raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {req.sampler!r}")
+    if not req.cfg_scale >= 0:
+        raise ValueError(f"cfg scale must be >= 0 (1 = no guidance), got {req.cfg_scale}")
+    if not 0 <= req.cfg_rescale <= 1:
+        raise ValueError(f"cfg rescale must be in 0..1 (0 = plain CFG), got {req.cfg_rescale}")
+    if req.n < 1:
+        raise ValueError(f"n (images per prompt) must be >= 1, got {req.n}")
+    if not (0 <= req.seed and req.seed + req.n - 1 < 2 ** 63):
+        raise ValueError(f"seed must be in 0..2^63-1 (image i uses seed + i), got {req.seed}")
+    multiple = VAE_FACTOR * m.patch_size
+    largest = VAE_FACTOR * m.patch_size * m.max_grid
+    w, h = req.size
+    if w < multiple or h < multiple or w % multiple or h % multiple:
+        raise ValueError(f"size {w}x{h} must be a positive multiple of {multiple} on each side "
+                         f"({VAE_FACTOR}x VAE x patch {m.patch_size}), e.g. {multiple * max(1, round(w / multiple))}"
+                         f"x{multiple * max(1, round(h / multiple))}")
+    if w > largest or h > largest:
+        raise ValueError(f"size {w}x{h} is beyond the model's position tables (model.max_grid={m.max_grid} "
+                         f"tokens per side = {largest} pixels); use at most {largest}x{largest}")
+
+
+def read_model_config(model_dir: str | Path) -> Config:
+    """The full Config of a model folder, checking that the folder holds what generation needs."""
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise FileNotFoundError(f"model folder {d} not found; pass the folder written by a training run's "
+                                f"export or VampDiT.save_pretrained ({CONFIG_NAME}, {WEIGHTS_NAME}, {VOCAB_NAME})")
+    missing = [n for n in (CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME) if not (d / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"model folder {d} lacks {', '.join(missing)}; a model folder holds "
+                                f"{CONFIG_NAME}, {WEIGHTS_NAME} and {VOCAB_NAME}")
+    try:
+        values = json.loads((d / CONFIG_NAME).read_text())
+        return config_from_dict(values)
+    except (json.JSONDecodeError, ConfigError) as e:
+        raise ValueError(f"{d / CONFIG_NAME} is not a VampDiffusion config: {e}") from None
+
+
+# ----------------------------------------------------------------------------
+# Loading
+# ----------------------------------------------------------------------------
+
+@dataclass
+class LoadedModel:
+    """Everything a generation needs, loaded once."""
+    model: torch.nn.Module
+    cfg: Config
+    vocab: object                  # data.vocab.TagVocab
+    vae: object                    # data.vae.VAE
+    schedule: NoiseSchedule
+    model_hash: str                # sha256[:10] of model.safetensors
+    device: torch.device
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_generator(model_dir: str | Path, vae_path: str | None = None,
+                   device: str | torch.device | None = None) -> LoadedModel:
+    """Load the model folder's weights (a training run exports its EMA weights there), vocab and VAE.
+
+    `vae_path` replaces the config's latents.vae_path (e.g. a local copy of the weights).
+    """
+    from vampdiffusion.data.vae import load_vae
+    from vampdiffusion.data.vocab import TagVocab
+    from vampdiffusion.models.dit import VampDiT
+
+    d = Path(model_dir)
+    cfg = read_model_config(d)
+    if vae_path is not None:
+        cfg.latents.vae_path = str(vae_path)
+    device = torch.device(device) if device is not None else default_device()
+    vocab = TagVocab.load(d / VOCAB_NAME)
+    if len(vocab) > cfg.model.vocab_size:
+        raise ValueError(f"{d / VOCAB_NAME} has {len(vocab)} tokens but the model was built for "
+                         f"model.vocab_size={cfg.model.vocab_size}: the vocabulary does not belong to these weights")
+    model = VampDiT.from_pretrained(d, device=device).eval().requires_grad_(False)
+    vae = load_vae(cfg.latents, device=device)
+    return LoadedModel(model=model, cfg=cfg, vocab=vocab, vae=vae, schedule=NoiseSchedule(cfg.diffusion),
+                       model_hash=sha256_file(d / WEIGHTS_NAME)[:10], device=device)
+
+
+# ----------------------------------------------------------------------------
+# Prompts, sampling, decoding
+# ----------------------------------------------------------------------------
+
+def tokenize(gen: LoadedModel, prompt: str) -> tuple[list[int], list[str]]:
+    """Prompt -> padded ids ([BOS] tags by frequency [EOS] [PAD]…) and the unknown tags (-> one [UNK])."""
+    from vampdiffusion.data.vocab import parse_prompt
+    tags = parse_prompt(prompt)
+    ids = gen.vocab.encode(tags, gen.cfg.model.max_tags)
+    return gen.vocab.pad(ids, gen.cfg.model.max_tags), gen.vocab.unknown(tags)
+
+
+def initial_noise(seeds: list[int], shape: tuple[int, int, int]) -> torch.Tensor:
+    """x_T (B, C, h, w): image i is N(0, I) from a CPU generator seeded with seeds[i] (device-independent)."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+
+
+@torch.no_grad()
+def sample_latents(gen: LoadedModel, tag_ids: torch.Tensor, quality: torch.Tensor, seeds: list[int],
+                   size: tuple[int, int], steps: int, sampler: str, cfg_scale: float, cfg_rescale: float,
+                   style: torch.Tensor | None = None) -> torch.Tensor:
+    """tag_ids (B, L), quality (B,), one seed per image -> clean latents (B, C, H/8, W/8), scaled."""
+    w, h = size
+    x_T = initial_noise(seeds, (gen.cfg.model.in_channels, h // VAE_FACTOR, w // VAE_FACTOR)).to(gen.device)
+    predict_v = guided_predictor(gen.model, tag_ids.to(gen.device), quality.to(gen.device), cfg_scale,
+                                 cfg_rescale, None if style is None else style.to(gen.device))
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if gen.device.type == "cuda" else nullcontext()
+    with autocast:
+        x0 = sample(sampler, lambda x, t: predict_v(x, t).float(), x_T, gen.schedule, steps,
+                    gen.cfg.sample.alpha_bar_min)
+    return x0.float()
+
+
+@torch.no_grad()
+def decode(gen: LoadedModel, latents: torch.Tensor) -> list[Image.Image]:
+    """Scaled latents (B, C, h, w) -> RGB PIL images (8h x 8w)."""
+    x = gen.vae.decode(latents.to(gen.device)).float().cpu()             # (B, 3, H, W) in [-1, 1]
+    pixels = ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)      # (B, 3, H, W)
+    return [Image.fromarray(p.permute(1, 2, 0).numpy()) for p in pixels]
+
+
+def parameters_text(prompt: str, req: Request, seed: int, model_hash: str) -> str:
+    """A1111-style parameters: the prompt line, then 'Steps: 28, Sampler: DPM++ 2M, …'."""
+    w, h = req.size
+    fields = [("Steps", req.steps), ("Sampler", SAMPLER_NAMES[req.sampler]), ("CFG scale", f"{req.cfg_scale:g}"),
+              ("CFG rescale", f"{req.cfg_rescale:g}"), ("Seed", seed), ("Size", f"{w}x{h}"),
+              ("Quality", req.quality), ("Style", "-" if req.style is None else req.style),
+              ("Model hash", model_hash)]
+    return prompt.strip() + "\n" + ", ".join(f"{k}: {v}" for k, v in fields)
+
+
+def parse_parameters(text: str) -> dict[str, str]:
+    """Inverse of parameters_text: {'prompt': …, 'Steps': '28', 'Sampler': 'DPM++ 2M', …}."""
+    prompt, _, line = text.rpartition("\n")
+    out = {"prompt": prompt}
+    for part in line.split(", "):
+        key, sep, value = part.partition(": ")
+        if not sep:
+            raise ValueError(f"not an A1111 parameters line: {line!r}")
+        out[key] = value
+    return out
+
+
+def generate(gen: LoadedModel, tags: str, quality: int = 3, style: int | None = None, steps: int | None = None,
+             sampler: str | None = None, cfg_scale: float | None = None, cfg_rescale: float | None = None,
+             seed: int = 0, n: int = 1, size: tuple[int, int] = (1024, 1024),
+             batch_size: int = 4) -> list[Image.Image]:
+    """n images of one prompt; image i uses seed + i. Each image's .info['parameters'] holds its settings."""
+    req = with_defaults(Request(tags, quality, style, steps, sampler, cfg_scale, cfg_rescale, seed, n, size), gen.cfg)
+    check_request(req, gen.cfg)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    return generate_checked(gen, req, batch_size)
+
+
+def generate_checked(gen: LoadedModel, req: Request, batch_size: int,
+                     progress=None) -> list[Image.Image]:
+    """generate() for a request already passed through with_defaults + check_request."""
+    ids, unknown = tokenize(gen, req.tags)
+    if unknown:
+        log.warning("unknown tags (not in the model's vocabulary, they become [UNK]): %s", ", ".join(unknown))
+    images: list[Image.Image] = []
+    for start in range(0, req.n, batch_size):
+        seeds = list(range(req.seed + start, req.seed + min(req.n, start + batch_size)))
+        B = len(seeds)
+        tag_ids = torch.tensor([ids] * B, dtype=torch.long)
+        quality = torch.full((B,), req.quality, dtype=torch.long)
+        style = None if req.style is None else torch.full((B,), req.style, dtype=torch.long)
+        latents = sample_latents(gen, tag_ids, quality, seeds, req.size, req.steps, req.sampler,
+                                 req.cfg_scale, req.cfg_rescale, style)
+        for image, s in zip(decode(gen, latents), seeds):
+            image.info[PARAMETERS_KEY] = parameters_text(req.tags, req, s, gen.model_hash)
+            images.append(image)
+        if progress is not None:
+            progress(B)
+    return images
+
+
+def png_info(image: Image.Image) -> PngInfo:
+    info = PngInfo()
+    info.add_text(PARAMETERS_KEY, image.info[PARAMETERS_KEY])
+    return info
+
+
+def save_images(images: list[Image.Image], out_dir: str | Path, first_index: int | None = None) -> list[Path]:
+    """Write out_dir/NNNNN-<seed>.png (atomically), numbering on from the files already there."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    index = next_index(out) if first_index is None else first_index
+    paths = []
+    for k, image in enumerate(images):
+        seed = parse_parameters(image.info[PARAMETERS_KEY]).get("Seed", "0")
+        path = out / f"{index + k:05d}-{seed}.png"
+        atomic_write(path, lambda p, im=image: im.save(p, format="PNG", pnginfo=png_info(im)))
+        paths.append(path)
+    return paths
+
+
+def next_index(out: Path) -> int:
+    numbers = [int(m.group(1)) for p in out.glob("*.png") if (m := re.match(r"(\d{5,})-", p.name))]
+    return max(numbers) + 1 if numbers else 0
+
+
+# ----------------------------------------------------------------------------
+# `vamp generate`
+# ----------------------------------------------------------------------------
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="model folder: config.json, model.safetensors, vocab.json")
+    parser.add_argument("--tags", help='comma-separated Danbooru tags, e.g. "1girl, solo, gothic, dark"')
+    parser.add_argument("--prompts", help="text file, one prompt (comma-separated tags) per line; # comments")
+    parser.add_argument("--quality", type=int, default=3, help="quality tier 0..3 (3 = Ultra; default 3)")
+    parser.add_argument("--style", type=int, default=None, help="force style expert K (0..7); default: routed")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's sample.steps)")
+    parser.add_argument("--sampler", default=None, help=f"{' | '.join(SAMPLERS)} (default: the model's sample.sampler)")
+    parser.add_argument("--cfg", type=float, default=None, help="guidance scale w (default: sample.cfg_scale)")
+    parser.add_argument("--cfg-rescale", type=float, default=None, help="guidance rescale φ in 0..1 (default: sample.cfg_rescale)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of image 0; image i uses seed + i (default 0)")
+    parser.add_argument("--n", type=int, default=1, help="images per prompt (default 1)")
+    parser.add_argument("--size", default=None, help="WIDTHxHEIGHT in pixels (default: the model's latents.resolution square)")
+    parser.add_argument("--batch-size", type=int, default=4, help="images per sampler batch (default 4)")
+    parser.add_argument("--out", default="out", help="output folder (default out/)")
+    parser.add_argument("--vae-path", default=None, help="VAE weights (folder / file / hub id) instead of the config's latents.vae_path")
+    parser.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
+
+
+def read_prompts(path: str | Path) -> list[str]:
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"prompt file {p} not found")
+    prompts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+    prompts = [line for line in prompts if line and not line.startswith("#")]
+    if not prompts:
+        raise ValueError(f"prompt file {p} holds no prompt (one comma-separated tag list per line)")
+    return prompts
+
+
+def main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        if (args.tags is None) == (args.prompts is None):
+            raise ValueError("give exactly one of --tags \"1girl, solo, …\" or --prompts FILE")
+        prompts = [args.tags] if args.tags is not None else read_prompts(args.prompts)
+        cfg = read_model_config(args.model)
+        res = cfg.latents.resolution
+        size = parse_size(args.size) if args.size is not None else (res, res)
+        requests = [with_defaults(Request(p, args.quality, args.style, args.steps, args.sampler, args.cfg,
+                                          args.cfg_rescale, args.seed, args.n, size), cfg) for p in prompts]
+        for req in requests:
+            check_request(req, cfg)
+        if args.batch_size < 1:
+            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    except (ValueError, FileNotFoundError) as e:
+        print(f"vamp generate: {e}", file=sys.stderr)
+        return 2
+    try:
+        gen = load_generator(args.model, args.vae_path, args.device)
+    except (ValueError, FileNotFoundError, OSError) as e:
+        print(f"vamp generate: cannot load {args.model}: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    with tqdm(total=sum(r.n for r in requests), unit="img", disable=False) as bar:
+        for req in requests:
+            images = generate_checked(gen, req, args.batch_size, progress=bar.update)
+            for path in save_images(images, out):
+                log.info("wrote %s", path)
+    return 0
+
+
+__all__ = ["LoadedModel", "Request", "check_request", "decode", "generate", "initial_noise", "load_generator",
+           "parameters_text", "parse_parameters", "parse_size", "png_info", "read_model_config",
+           "sample_latents", "save_images", "tokenize"]
