@@ -80,6 +80,9 @@ class DataConfig:
     min_general_tags: int = 10        # stage 4: number of general tags >= this
     phash_distance: int = 8           # stage 5: pairs with Hamming distance < this are duplicates
     phash_blocks: int = 10            # b of the pigeonhole search (b - (phash_distance-1) blocks must agree)
+    aesthetic_clip_model: str = "ViT-L-14"     # open_clip model of the LAION aesthetic predictor
+    aesthetic_clip_pretrained: str = "openai"  # open_clip pretrained tag or local weights file of that model
+    quality_tier_starts: str = "3,4,6,8"  # lowest score_tag of quality tiers 0,1,2,3 (Draft..Ultra)
     min_style_matches: int = 2        # style label needs max_i |tags ∩ C_i| >= this
     style_clusters: str = ""          # YAML of style cluster tag sets; "" = the file shipped in the package
     vocab_min_count: int = 100        # a tag enters the vocabulary when it is on >= this many kept images

@@ -59,7 +59,7 @@ BACKGROUNDS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
 }
 # object radius as a share of the image side
 SIZES = {"small_object": 0.13, "medium_object": 0.19, "large_object": 0.29}
-POSITIONS = {"on_left": 0.32, "centered": 0.5, "on_right": 0.68}  # single object: x centre / side
+POSITIONS = {"on_left": 0.3, "centered": 0.5, "on_right": 0.7}  # single object: x centre / side
 
 STYLE_NAMES = ("dark/gothic", "soft pastel", "bold lineart", "painterly", "flat color", "realistic",
                "chibi", "cyberpunk")
@@ -137,22 +137,23 @@ def _objects(style: int, r: random.Random) -> list[dict]:
         n_obj, size = 1, "large_object"
     else:
         n_obj = 1 if r.random() < 0.6 else 2
-        size = r.choice(list(SIZES)) if n_obj == 1 else r.choice(["small_object", "medium_object"])
+        size = r.choice(list(SIZES)) if n_obj == 1 else "small_object"  # two objects never overlap
     colours = r.sample(list(COLOURS), n_obj)
     objs = []
     for k in range(n_obj):
+        r_k = SIZES[size] * r.uniform(0.88, 1.12)
         if n_obj == 2:
-            cx, position = (0.3, 0.7)[k] + r.uniform(-0.04, 0.04), None
+            cx, position = (0.26, 0.74)[k] + r.uniform(-0.05, 0.05), None
         elif size == "large_object":
-            cx, position = 0.5 + r.uniform(-0.03, 0.03), "centered"
+            cx, position = 0.5 + r.uniform(-0.08, 0.08), "centered"
         else:
             position = r.choice(list(POSITIONS))
-            cx = POSITIONS[position] + r.uniform(-0.04, 0.04)
-        objs.append({
-            "shape": r.choice(SHAPES), "colour": colours[k], "size": size, "position": position,
-            "cx": round(cx, 4), "cy": round(0.5 + r.uniform(-0.08, 0.08), 4),
-            "r": round(SIZES[size] * r.uniform(0.92, 1.08), 4),
-        })
+            cx = POSITIONS[position] + r.uniform(-0.1, 0.1)
+        margin = 1.15 * r_k + 0.03  # keep the object inside the frame
+        cy = 0.5 + r.uniform(-1, 1) * max(0.0, min(0.22, 0.5 - margin))
+        cx = min(max(cx, margin), 1 - margin)
+        objs.append({"shape": r.choice(SHAPES), "colour": colours[k], "size": size, "position": position,
+                     "cx": round(cx, 4), "cy": round(cy, 4), "r": round(r_k, 4)})
     return objs
 
 
@@ -240,6 +241,8 @@ def plan_posts(a: SynthArgs) -> tuple[list[dict], list[int]]:
 # Rendering
 # ----------------------------------------------------------------------------
 
+LIGHTING_WAVES = 3
+LIGHTING_AMPLITUDE = 0.1  # brightness share of the lighting field (white becomes 230..255)
 SUPERSAMPLE = 3  # masks are drawn at 3x and box-filtered down (anti-aliasing)
 
 
@@ -364,7 +367,21 @@ def render_clean(p: dict, side: int, rng: np.random.Generator) -> np.ndarray:
         y0 = int(rng.integers(side // 8, side - side // 4))
         h = max(2, side // 16)
         img[y0:y0 + h] = np.roll(img[y0:y0 + h], int(round(0.03 * side)), axis=1)
+    img = _lighting(img, rng)
     return np.clip(img, 0.0, 1.0)
+
+
+def _lighting(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Faint per-image low-frequency lighting (a few % of brightness): it gives every image its own pHash,
+    as real illustrations have, so that only the planted copies are near-duplicates."""
+    side = img.shape[0]
+    yy, xx = _grid(side)
+    f = np.zeros((side, side), np.float32)
+    for _ in range(LIGHTING_WAVES):
+        fx, fy = rng.uniform(-2.0, 2.0, size=2)  # cycles per image
+        f += np.cos(2 * np.pi * (fx * xx + fy * yy) + rng.uniform(0, 2 * np.pi)).astype(np.float32)
+    g = ((f / (np.abs(f).max() + 1e-6) + 1) / 2)[..., None]  # in [0, 1]
+    return img * (1 - 2 * LIGHTING_AMPLITUDE * g) + LIGHTING_AMPLITUDE * g
 
 
 def _jpeg_roundtrip(im: Image.Image, quality: int) -> Image.Image:

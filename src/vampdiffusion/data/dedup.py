@@ -1,0 +1,185 @@
+"""Exact near-duplicate search over 64-bit pHashes, and duplicate clusters by union-find.
+
+Two hashes are duplicates when their Hamming distance is < phash_distance (8), i.e. <= D = 7.
+Generalised pigeonhole: split the 64 bits into b blocks (b > D); two hashes within distance D differ
+in at most D blocks, so they agree exactly on at least b - D of them. For every choice of b - D blocks
+we permute the bits so that the chosen blocks come first (a bit permutation keeps Hamming distances),
+sort, and compare each hash with its successors while the chosen blocks agree, verifying the distance
+by popcount. Every pair within distance D is found by at least one choice: the search is exact, and
+with C(b, b-D) sorts of N values it is sub-quadratic. Identical hashes are collapsed first.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+HASH_BITS = 64
+
+
+def block_layout(blocks: int) -> list[tuple[int, int]]:
+    """(start bit, width) of each block, widths as equal as possible, covering bits 0..63."""
+    widths = [HASH_BITS // blocks + (1 if k < HASH_BITS % blocks else 0) for k in range(blocks)]
+    starts = np.cumsum([0] + widths[:-1]).tolist()
+    return list(zip(starts, widths))
+
+
+def _permute(h: np.ndarray, layout: list[tuple[int, int]], order: list[int]) -> np.ndarray:
+    """Move block order[0] to the top bits, then order[1], ...: a bit permutation of every hash."""
+    out = np.zeros_like(h)
+    top = HASH_BITS
+    for k in order:
+        start, width = layout[k]
+        top -= width
+        field = (h >> np.uint64(start)) & np.uint64((1 << width) - 1)
+        out |= field << np.uint64(top)
+    return out
+
+
+def _unpermute(v: np.ndarray, layout: list[tuple[int, int]], order: list[int]) -> np.ndarray:
+    out = np.zeros_like(v)
+    top = HASH_BITS
+    for k in order:
+        start, width = layout[k]
+        top -= width
+        field = (v >> np.uint64(top)) & np.uint64((1 << width) - 1)
+        out |= field << np.uint64(start)
+    return out
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    return np.bitwise_count(x)
+
+
+def _pairs_one_choice(h: np.ndarray, layout, chosen: list[int], max_distance: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hash values (a, b), a != b, within max_distance whose `chosen` blocks agree."""
+    order = list(chosen) + [k for k in range(len(layout)) if k not in chosen]
+    key_bits = sum(layout[k][1] for k in chosen)
+    v = np.sort(_permute(h, layout, order))
+    key = v >> np.uint64(HASH_BITS - key_bits)
+    found_a, found_b = [], []
+    idx = np.flatnonzero(key[1:] == key[:-1])       # i with key[i] == key[i+1]
+    d = 1
+    while idx.size:
+        x = v[idx] ^ v[idx + d]
+        hit = popcount(x) <= max_distance
+        if hit.any():
+            found_a.append(v[idx[hit]])
+            found_b.append(v[idx[hit] + d])
+        d += 1
+        idx = idx[idx + d < v.size]
+        idx = idx[key[idx + d] == key[idx]]          # runs are contiguous: shrink to those still inside one
+    if not found_a:
+        empty = np.empty(0, np.uint64)
+        return empty, empty
+    return _unpermute(np.concatenate(found_a), layout, order), _unpermute(np.concatenate(found_b), layout, order)
+
+
+def near_pairs_unique(uniq: np.ndarray, max_distance: int, blocks: int) -> np.ndarray:
+    """(P, 2) int64 index pairs i < j into the sorted distinct hashes `uniq` with 1 <= distance <= max_distance."""
+    if blocks <= max_distance:
+        raise ValueError(f"phash_blocks ({blocks}) must exceed the largest duplicate distance ({max_distance})")
+    uniq = np.asarray(uniq, dtype=np.uint64)
+    layout = block_layout(blocks)
+    codes = []
+    for chosen in itertools.combinations(range(blocks), blocks - max_distance):
+        a, b = _pairs_one_choice(uniq, layout, list(chosen), max_distance)
+        if a.size:
+            i, j = np.searchsorted(uniq, a), np.searchsorted(uniq, b)
+            lo, hi = np.minimum(i, j), np.maximum(i, j)
+            codes.append(lo.astype(np.int64) * uniq.size + hi)
+    if not codes:
+        return np.empty((0, 2), np.int64)
+    c = np.unique(np.concatenate(codes))
+    return np.stack([c // uniq.size, c % uniq.size], axis=1)
+
+
+def near_duplicate_pairs(hashes: np.ndarray, max_distance: int = 7, blocks: int = 10) -> np.ndarray:
+    """(P, 2) int64 pairs i < j of positions in `hashes` with Hamming distance <= max_distance (incl. equal
+    hashes). Expands identical-hash groups quadratically: for tests and benchmarks; clustering uses
+    `duplicate_clusters`, which never expands them."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    uniq, inverse = np.unique(hashes, return_inverse=True)
+    members = [[] for _ in range(uniq.size)]
+    for pos, u in enumerate(inverse.tolist()):
+        members[u].append(pos)
+    out = set()
+    for m in members:  # identical hashes
+        out.update(itertools.combinations(m, 2))
+    for i, j in near_pairs_unique(uniq, max_distance, blocks).tolist():
+        out.update((min(a, b), max(a, b)) for a in members[i] for b in members[j])
+    return np.array(sorted(out), dtype=np.int64).reshape(-1, 2)
+
+
+def brute_force_pairs(hashes: np.ndarray, max_distance: int = 7, chunk: int = 2048) -> np.ndarray:
+    """The reference: every pair i < j, O(N^2)."""
+    h = np.asarray(hashes, dtype=np.uint64)
+    out = []
+    for s in range(0, h.size, chunk):
+        block = h[s:s + chunk]
+        dist = popcount(block[:, None] ^ h[None, :])
+        i, j = np.nonzero(dist <= max_distance)
+        i = i + s
+        keep = i < j
+        out.append(np.stack([i[keep], j[keep]], axis=1))
+    return np.concatenate(out).astype(np.int64) if out else np.empty((0, 2), np.int64)
+
+
+# ----------------------------------------------------------------------------
+# Clusters
+# ----------------------------------------------------------------------------
+
+class UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, x: int) -> int:
+        p = self.parent
+        while p[x] != x:
+            p[x] = p[p[x]]  # path halving
+            x = p[x]
+        return x
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra != rb:
+            self.parent[max(ra, rb)] = min(ra, rb)
+
+    def roots(self) -> np.ndarray:
+        return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
+
+
+@dataclass
+class DedupResult:
+    cluster: np.ndarray        # (N,) int64 cluster id of each hash (the smallest distinct-hash index in it)
+    keep: np.ndarray           # (N,) bool, one True per cluster
+    n_pairs: int               # near pairs between distinct hashes
+    n_identical: int           # hashes equal to an earlier one
+    size_histogram: dict[int, int]  # cluster size -> number of clusters (sizes >= 2)
+
+
+def duplicate_clusters(hashes: np.ndarray, pixels: np.ndarray, score: np.ndarray, ids: np.ndarray,
+                       max_distance: int, blocks: int) -> DedupResult:
+    """Union-find over duplicate pairs; per cluster keep the highest pixel count, then score, then lowest id."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    uniq, inverse = np.unique(hashes, return_inverse=True)
+    pairs = near_pairs_unique(uniq, max_distance, blocks)
+    uf = UnionFind(uniq.size)
+    for i, j in pairs.tolist():
+        uf.union(i, j)
+    cluster = uf.roots()[inverse]  # identical hashes share their distinct-hash node
+    # rank: pixels desc, score desc, id asc -> the first row of each cluster in this order is kept
+    order = np.lexsort((np.asarray(ids), -np.asarray(score, np.int64), -np.asarray(pixels, np.int64)))
+    _, first = np.unique(cluster[order], return_index=True)
+    keep = np.zeros(hashes.size, bool)
+    keep[order[first]] = True
+    sizes = np.bincount(cluster, minlength=uniq.size)
+    hist = np.bincount(sizes[sizes >= 2])
+    return DedupResult(cluster=cluster, keep=keep, n_pairs=int(len(pairs)), n_identical=int(hashes.size - uniq.size),
+                       size_histogram={int(s): int(c) for s, c in enumerate(hist) if c})
+
+
+__all__ = ["DedupResult", "UnionFind", "block_layout", "brute_force_pairs", "duplicate_clusters",
+           "near_duplicate_pairs", "near_pairs_unique"]

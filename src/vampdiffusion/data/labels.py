@@ -1,0 +1,99 @@
+"""Labels: score_tag (per-year score deciles), quality tiers, style labels from the cluster tag sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import yaml
+
+QUALITY_NAMES = ("Draft", "Standard", "High", "Ultra")  # tiers 0..3
+
+
+# ----------------------------------------------------------------------------
+# score_tag and quality tier
+# ----------------------------------------------------------------------------
+
+def score_tags(score: np.ndarray, year: np.ndarray) -> np.ndarray:
+    """(N,) int8 in 0..9: the decile of each raw score among the posts of its upload year.
+
+    Mid-rank percentile (ties share a rank): pct = (#less + #equal / 2) / n_year; score_tag = floor(10 pct)."""
+    score = np.asarray(score, np.int64)
+    year = np.asarray(year)
+    out = np.zeros(score.size, np.int8)
+    for y in np.unique(year):
+        m = year == y
+        s = score[m]
+        srt = np.sort(s)
+        less = np.searchsorted(srt, s, side="left")
+        equal = np.searchsorted(srt, s, side="right") - less
+        pct = (less + 0.5 * equal) / s.size
+        out[m] = np.minimum(np.floor(10 * pct), 9).astype(np.int8)
+    return out
+
+
+def parse_tier_starts(text: str) -> tuple[int, ...]:
+    """'3,4,6,8' -> (3, 4, 6, 8): the lowest score_tag of tiers 0, 1, 2, 3."""
+    try:
+        starts = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"data.quality_tier_starts must be 4 comma-separated integers like '3,4,6,8', got {text!r}") from None
+    if len(starts) != len(QUALITY_NAMES) or list(starts) != sorted(set(starts)):
+        raise ValueError(f"data.quality_tier_starts must be 4 increasing integers like '3,4,6,8', got {text!r}")
+    return starts
+
+
+def quality_tiers(score_tag: np.ndarray, starts: tuple[int, ...]) -> np.ndarray:
+    """(N,) int8: 8-9 -> 3 (Ultra), 6-7 -> 2 (High), 4-5 -> 1 (Standard), 3 -> 0 (Draft), below -> -1."""
+    return (np.searchsorted(np.asarray(starts), np.asarray(score_tag), side="right") - 1).astype(np.int8)
+
+
+# ----------------------------------------------------------------------------
+# Style clusters
+# ----------------------------------------------------------------------------
+
+@dataclass
+class StyleCluster:
+    id: int
+    name: str
+    tags: frozenset[str]
+
+
+def load_style_clusters(path: str | Path = "") -> list[StyleCluster]:
+    """The cluster tag sets: `path`, or the style_clusters.yaml shipped in the package when path is ''."""
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"style cluster file {p} not found (data.style_clusters); '' uses the packaged one")
+        text = p.read_text()
+    else:
+        text = resources.files("vampdiffusion.data").joinpath("style_clusters.yaml").read_text()
+    d = yaml.safe_load(text) or {}
+    items = d.get("clusters") if isinstance(d, dict) else None
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"{path or 'style_clusters.yaml'}: expected 'clusters:' with a list of {{id, name, tags}}")
+    clusters = []
+    for k, c in enumerate(items):
+        if not isinstance(c, dict) or c.get("id") != k or not isinstance(c.get("tags"), list):
+            raise ValueError(f"{path or 'style_clusters.yaml'}: cluster {k} must be {{id: {k}, name: ..., tags: [...]}} in id order")
+        clusters.append(StyleCluster(k, str(c.get("name", k)), frozenset(str(t).lower() for t in c["tags"])))
+    return clusters
+
+
+def style_label(tags: Iterable[str], clusters: list[StyleCluster], min_matches: int) -> int:
+    """argmax_i |tags ∩ C_i| when that maximum >= min_matches (ties -> lowest id), else -1."""
+    t = set(tags)
+    s = [len(t & c.tags) for c in clusters]  # s_i = |T ∩ C_i|
+    best = int(np.argmax(s))
+    return best if s[best] >= min_matches else -1
+
+
+def style_labels(tag_lists: Iterable[Iterable[str]], clusters: list[StyleCluster], min_matches: int) -> np.ndarray:
+    return np.array([style_label(t, clusters, min_matches) for t in tag_lists], dtype=np.int8)
+
+
+__all__ = ["QUALITY_NAMES", "StyleCluster", "load_style_clusters", "parse_tier_starts", "quality_tiers",
+           "score_tags", "style_label", "style_labels"]
