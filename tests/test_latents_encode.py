@@ -18,7 +18,8 @@ from vampdiffusion.atomic import sha256_file
 from vampdiffusion.config import LatentConfig
 from vampdiffusion.data import encode as encode_module
 from vampdiffusion.data import shards as shards_module
-from vampdiffusion.data.encode import NonFiniteLatentError, encode_dataset, load_bucket_image, open_image
+from vampdiffusion.data.encode import NonFiniteLatentError, encode_dataset, load_bucket_image
+from vampdiffusion.data.images import load_image
 from vampdiffusion.data.vae import load_vae
 
 # resolution 64, step 16 -> buckets (48, 80), (64, 64), (80, 48); latents 6x10, 8x8, 10x6
@@ -139,7 +140,7 @@ def test_unreadable_images_are_counted_listed_and_skipped(encoded):
     assert (report["planned"], report["encoded"], report["skipped"]) == (12, 10, 2)
     reasons = {s["id"]: s["reason"] for s in report["skipped_images"]}
     assert set(reasons) == {MISSING_ID, CORRUPT_ID}
-    assert "FileNotFoundError" in reasons[MISSING_ID] and "UnidentifiedImageError" in reasons[CORRUPT_ID]
+    assert reasons[MISSING_ID].startswith("missing_image") and reasons[CORRUPT_ID].startswith("corrupt_image")
 
 
 def test_images_rgba_on_white_gif_first_frame_tar_member_in_memory(encoded):
@@ -147,9 +148,9 @@ def test_images_rgba_on_white_gif_first_frame_tar_member_in_memory(encoded):
     folder = manifest.parent
     rgba = Image.new("RGBA", (4, 4), (255, 0, 0, 0))
     rgba.save(folder / "clear.png")
-    assert np.asarray(open_image(str(folder / "clear.png"))).min() == 255  # fully transparent -> white
-    assert tuple(np.asarray(open_image(str(folder / "2.gif")))[0, 0]) != (0, 0, 255)  # frame 0, not the blue frame 1
-    from_tar = np.asarray(open_image(f"{folder}/data-0000.tar::3.jpg"))
+    assert np.asarray(load_image(str(folder / "clear.png"))).min() == 255  # fully transparent -> white
+    assert tuple(np.asarray(load_image(str(folder / "2.gif")))[0, 0]) != (0, 0, 255)  # frame 0, not the blue frame 1
+    from_tar = np.asarray(load_image(f"{folder}/data-0000.tar::3.jpg"))
     assert from_tar.shape == (70, 70, 3) and not (folder / "3.jpg").exists()  # never extracted to disk
 
 

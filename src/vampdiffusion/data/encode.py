@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import math
 import os
+import re
 import sys
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,19 +27,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from vampdiffusion.atomic import atomic_write, atomic_write_bytes, atomic_write_json, sha256_file
 from vampdiffusion.config import LatentConfig
 from vampdiffusion.data.buckets import VAE_FACTOR, assign_buckets, bucket_set, resize_and_crop
+from vampdiffusion.data.images import ImageError, load_image
 from vampdiffusion.data.shards import (LATENT_CHANNELS, LATENT_DTYPE, SHARD_DIR, read_record, record_file,
                                        shard_file, shard_problem, write_shard)
 from vampdiffusion.data.vae import SCALING_FACTORS, SDXL_HUB_ID, TAESDXL_HUB_ID, VAE, load_vae
 
 REQUIRED_COLUMNS = ("id", "path", "width", "height")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
-MAX_OPEN_TARS = 8          # tar handles a worker keeps open (members are read in memory, never extracted)
 WAIT_SECONDS = 5.0         # rank 0 polls for the other ranks' shards this often
+_MEMORY_ADDRESS = re.compile(r" ?<[^<>]* at 0x[0-9a-fA-F]+>")  # PIL names the BytesIO it read; reports must not vary by run
 
 
 class NonFiniteLatentError(RuntimeError):
@@ -51,41 +50,10 @@ class NonFiniteLatentError(RuntimeError):
 # Images
 # ----------------------------------------------------------------------------
 
-_TARS: dict[str, tarfile.TarFile] = {}  # per process: tar path -> open handle
-
-
-def read_image_bytes(path: str) -> bytes:
-    """Bytes of a file path, or of a tar member given as `<tar path>::<member>` (read in memory)."""
-    if "::" not in path:
-        return Path(path).read_bytes()
-    tar_path, member = path.split("::", 1)
-    tar = _TARS.get(tar_path)
-    if tar is None:
-        if len(_TARS) >= MAX_OPEN_TARS:
-            _TARS.pop(next(iter(_TARS))).close()
-        tar = _TARS[tar_path] = tarfile.open(tar_path)
-    f = tar.extractfile(member)  # KeyError when the member is missing
-    if f is None:
-        raise ValueError(f"{member} in {tar_path} is not a regular file")
-    return f.read()
-
-
-def open_image(path: str) -> Image.Image:
-    """RGB image: first frame of animations, transparency composited on white."""
-    try:
-        image = Image.open(io.BytesIO(read_image_bytes(path)))
-    except UnidentifiedImageError:
-        raise UnidentifiedImageError(f"{path} is not an image PIL can read") from None
-    image.seek(0)
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return image.convert("RGB")
-
-
 def load_bucket_image(path: str, size: tuple[int, int]) -> np.ndarray:
-    """(3, h, w) uint8: the image resized to cover bucket `size` = (w, h) and centre-cropped."""
-    return np.asarray(resize_and_crop(open_image(path), size)).transpose(2, 0, 1).copy()
+    """(3, h, w) uint8: the image (file or tar member, RGBA on white, GIF frame 0) resized to cover
+    bucket `size` = (w, h) and centre-cropped."""
+    return np.asarray(resize_and_crop(load_image(path), size)).transpose(2, 0, 1).copy()
 
 
 class BucketImages(torch.utils.data.Dataset):
@@ -100,8 +68,10 @@ class BucketImages(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         try:
             return i, load_bucket_image(self.paths[i], (int(self.sizes[i, 0]), int(self.sizes[i, 1]))), ""
-        except Exception as e:  # missing / truncated / not an image / too large: counted and skipped
-            return i, None, f"{type(e).__name__}: {e}"
+        except ImageError as e:  # missing / truncated / not an image / too large: counted and skipped
+            return i, None, _MEMORY_ADDRESS.sub("", str(e))
+        except Exception as e:  # anything else PIL raises while resizing a damaged image
+            return i, None, _MEMORY_ADDRESS.sub("", f"{type(e).__name__}: {e}")
 
 
 def collate_images(items: list) -> tuple[list[int], torch.Tensor | None, list[tuple[int, str]]]:
@@ -381,4 +351,4 @@ def main(args: argparse.Namespace) -> int:
 
 
 __all__ = ["BucketImages", "NonFiniteLatentError", "ShardPlan", "encode_dataset", "load_bucket_image",
-           "open_image", "plan_shards", "read_image_bytes", "read_manifest"]
+           "plan_shards", "read_manifest"]
