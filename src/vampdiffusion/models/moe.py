@@ -52,12 +52,17 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
+@torch.compiler.assume_constant_result
+def _cuda_capability_at_least_80(index: int) -> bool:
+    return torch.cuda.get_device_capability(index) >= (8, 0)
+
+
 def grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
-    """torch._grouped_mm exists (torch >= 2.8), runs bf16, and the device has a kernel for it."""
+    """torch._grouped_mm exists (torch >= 2.8), runs bf16, and the device has a kernel for it (SM >= 80 or CPU)."""
     if not hasattr(torch, "_grouped_mm") or dtype != torch.bfloat16:
         return False
     if device.type == "cuda":
-        return torch.cuda.get_device_capability(device) >= (8, 0)
+        return _cuda_capability_at_least_80(device.index if device.index is not None else torch.cuda.current_device())
     return device.type == "cpu"
 
 
