@@ -16,9 +16,11 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -27,6 +29,8 @@ from vampdiffusion.data.shards import open_shard, read_shards_json
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 INDEX_COLUMNS = ("id", "shard", "row", "latent_h", "latent_w", "tag_ids", "quality", "style", "split")
+CURATION_COLUMNS = ("aesthetic", "score_tag")  # optional: phase-3 curation treats missing values as z = 0
+MAX_OPEN_SHARDS = 256                          # memory maps kept open per process
 NUM_QUALITY_TIERS = 4
 NUM_STYLES = 8
 
@@ -45,49 +49,55 @@ class LatentDataset(torch.utils.data.Dataset):
         if not index_path.is_file():
             raise FileNotFoundError(f"{index_path} not found: {root} is not a finished latent dataset; "
                                     f"run `vamp data encode --out {root}`")
-        table = pq.read_table(index_path)
-        missing = [c for c in INDEX_COLUMNS if c not in table.column_names]
+        names = pq.read_schema(index_path).names
+        missing = [c for c in INDEX_COLUMNS if c not in names]
         if missing:
             raise ValueError(f"{index_path} lacks column(s) {missing}; re-run `vamp data encode` on a manifest "
                              f"written by `vamp data prepare`")
+        table = pq.read_table(index_path, columns=[c for c in names if c in INDEX_COLUMNS + CURATION_COLUMNS])
         if split is not None:
-            keep = np.asarray(table["split"].to_pylist()) == split
-            if not keep.any():
+            table = table.filter(pc.equal(table["split"], split))
+            if table.num_rows == 0:
                 raise ValueError(f"{index_path} has no rows with split == {split!r}")
-            table = table.filter(keep)
         self.records = {r["shard"]: r for r in read_shards_json(self.root)}
         self.ids = table["id"].to_numpy()                                          # (N,)
         self.shard = table["shard"].to_numpy().astype(np.int64)                    # (N,)
         self.row = table["row"].to_numpy().astype(np.int64)                        # (N,)
         self.quality = table["quality"].to_numpy().astype(np.int64)                # (N,) 0..3
         self.style = table["style"].to_numpy().astype(np.int64)                    # (N,) -1..7
-        self.aesthetic = (table["aesthetic"].to_numpy(zero_copy_only=False).astype(np.float64)
-                          if "aesthetic" in table.column_names else np.full(len(self.ids), np.nan))
-        self.score_tag = (table["score_tag"].to_numpy().astype(np.float64)
-                          if "score_tag" in table.column_names else np.full(len(self.ids), np.nan))
+        nan = np.full(len(self.ids), np.nan)
+        self.aesthetic = table["aesthetic"].to_numpy(zero_copy_only=False).astype(np.float64) if "aesthetic" in names else nan
+        self.score_tag = table["score_tag"].to_numpy(zero_copy_only=False).astype(np.float64) if "score_tag" in names else nan
         shapes = np.stack([table["latent_h"].to_numpy(), table["latent_w"].to_numpy()], axis=1)
         self.bucket_shapes, self.bucket = np.unique(shapes, axis=0, return_inverse=True)  # (K, 2), (N,)
         self.bucket = self.bucket.reshape(-1)
         tags = table["tag_ids"].combine_chunks()
-        self.tag_offsets = tags.offsets.to_numpy().astype(np.int64)                # (N+1,) CSR of tag ids
-        self.tag_values = tags.values.to_numpy().astype(np.int32)
+        offsets = tags.offsets.to_numpy().astype(np.int64)
+        self.tag_offsets = offsets - offsets[0]                                    # (N+1,) CSR of tag ids
+        self.tag_values = tags.flatten().to_numpy().astype(np.int32)
+        self._shards: OrderedDict[int, np.ndarray] = OrderedDict()
         self._check()
-        self._shards: dict[int, np.ndarray] = {}
 
     def _check(self) -> None:
         """Fail at load time, naming the shard or the row, rather than mid-training."""
-        for k in np.unique(self.shard).tolist():
+        shards = np.unique(self.shard)
+        for k in shards.tolist():
             if k not in self.records:
                 raise FileNotFoundError(f"index.parquet names shard {k}, which {self.root}/shards.json does not list; "
                                         f"re-run `vamp data encode` to rebuild the dataset")
-            array = open_shard(self.root, self.records[k])  # missing file / wrong shape -> error naming the shard
-            rows = self.row[self.shard == k]
-            if rows.max() >= array.shape[0]:
-                raise ValueError(f"index.parquet points at row {rows.max()} of shard {k}, which has {array.shape[0]} rows")
-            heights = self.bucket_shapes[self.bucket[self.shard == k]]
-            if (heights != np.array(array.shape[2:])).any():
-                raise ValueError(f"shard {k}: index.parquet says latents {heights[0].tolist()}, the shard holds "
-                                 f"{list(array.shape[2:])}; re-run `vamp data encode`")
+        # open_shard: a missing file or a shape unlike shards.json -> error naming the shard
+        shapes = np.array([open_shard(self.root, self.records[k]).shape for k in shards.tolist()])  # (S, 4)
+        of_row = shapes[np.searchsorted(shards, self.shard)]                                          # (N, 4)
+        bad_row = self.row >= of_row[:, 0]
+        if bad_row.any():
+            i = int(np.flatnonzero(bad_row)[0])
+            raise ValueError(f"index.parquet points at row {self.row[i]} of shard {self.shard[i]}, "
+                             f"which has {of_row[i, 0]} rows; re-run `vamp data encode`")
+        bad_shape = (self.bucket_shapes[self.bucket] != of_row[:, 2:]).any(axis=1)
+        if bad_shape.any():
+            i = int(np.flatnonzero(bad_shape)[0])
+            raise ValueError(f"shard {self.shard[i]}: index.parquet says latents {self.bucket_shapes[self.bucket[i]].tolist()}, "
+                             f"the shard holds {of_row[i, 2:].tolist()}; re-run `vamp data encode`")
         if ((self.quality < 0) | (self.quality >= NUM_QUALITY_TIERS)).any():
             raise ValueError(f"quality must be 0..3; id {self.ids[(self.quality < 0) | (self.quality > 3)][0]} has another value")
         if ((self.style < -1) | (self.style >= NUM_STYLES)).any():
@@ -106,11 +116,16 @@ class LatentDataset(torch.utils.data.Dataset):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_shards"] = {}  # worker processes map the shards themselves
+        state["_shards"] = OrderedDict()  # worker processes map the shards themselves
         return state
 
     def _array(self, k: int) -> np.ndarray:
-        if k not in self._shards:
+        """Shard k memory-mapped; at most MAX_OPEN_SHARDS stay open (each holds a file descriptor)."""
+        if k in self._shards:
+            self._shards.move_to_end(k)
+        else:
+            if len(self._shards) >= MAX_OPEN_SHARDS:
+                self._shards.popitem(last=False)
             self._shards[k] = open_shard(self.root, self.records[k])
         return self._shards[k]
 
@@ -207,9 +222,15 @@ class BucketBatchSampler(torch.utils.data.Sampler):
             raise ValueError("every sampling weight is 0: no row to train on")
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.epoch, self.start = 0, 0
+        self._cached: tuple[int, list[np.ndarray]] | None = None  # (epoch, its batches): rebuilt once per epoch
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """All ranks' batches of `epoch`, a pure function of (seed, epoch, weights, bucket, batch_size)."""
+        if self._cached is None or self._cached[0] != epoch:
+            self._cached = (epoch, self._make_epoch(epoch))
+        return self._cached[1]
+
+    def _make_epoch(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
         whole = np.floor(self.weights)
         counts = (whole + (rng.random(len(self.weights)) < self.weights - whole)).astype(np.int64)  # E[count] = w
