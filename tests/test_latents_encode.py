@@ -242,3 +242,25 @@ def test_manifest_without_required_columns_is_a_clear_error(tmp_path, taesdxl_pa
     pq.write_table(pa.table({"id": [1], "width": [64]}), tmp_path / "manifest.parquet")
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['path', 'height'\]"):
         encode_dataset(tmp_path, tmp_path / "out", latent_cfg(taesdxl_path))
+
+
+def test_cli_vae_flag_sets_backend_path_scaling_factor_and_torchrun_rank(monkeypatch, tmp_path):
+    from vampdiffusion.cli import main
+    seen = {}
+
+    def fake_encode(manifest, out, cfg, device, rank, world_size):
+        seen.update(cfg=cfg, rank=rank, world_size=world_size)
+        return {"shards": 0, "encoded": 0, "skipped": 0}
+
+    monkeypatch.setattr(encode_module, "encode_dataset", fake_encode)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["data", "encode", "--manifest", "m", "--out", str(tmp_path), "--vae", "taesdxl", "--vae-path", "/w"]) == 0
+    cfg = seen["cfg"]
+    assert (cfg.vae, cfg.vae_path, cfg.scaling_factor, seen["rank"], seen["world_size"]) == ("taesdxl", "/w", 1.0, 1, 2)
+
+
+def test_cli_missing_manifest_exits_non_zero_naming_it(tmp_path, capsys):
+    from vampdiffusion.cli import main
+    assert main(["data", "encode", "--manifest", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 1
+    assert f"manifest {tmp_path / 'nope'} not found" in capsys.readouterr().err
