@@ -15,6 +15,7 @@ import json
 import math
 import re
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -243,10 +244,7 @@ def _iter_json_array(text: TextIO, bad: Counter) -> Iterator[Any]:
 
 def _iter_parquet(path: Path, bad: Counter) -> Iterator[Any]:
     import pyarrow.parquet as pq
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as e:  # pyarrow raises several types for a broken file
-        raise ValueError(f"{path}: unreadable parquet file ({e}); re-export it or pass JSON lines") from None
+    pf = pq.ParquetFile(path)
     columns = [c for c in POST_FIELDS if c in pf.schema_arrow.names]
     for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
         yield from batch.to_pylist()
@@ -260,18 +258,29 @@ def iter_records(path: str | Path, bad: Counter) -> Iterator[Any]:
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic == PARQUET_MAGIC:
-        yield from _iter_parquet(path, bad)
+        try:
+            yield from _iter_parquet(path, bad)
+        except Exception as e:  # pyarrow's many error types: a damaged file ends the read, counted
+            bad["corrupt_posts_file"] += 1
+            warnings.warn(f"{path}: unreadable parquet data ({e}); records before it were read")
         return
-    with _open_binary(path) as raw:
-        text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
-        head = text.read(4096)
-        first = head.lstrip()[:1]
-        rest = io.StringIO(head)
-        chained = _Chain(rest, text)
-        if first == "[":
-            yield from _iter_json_array(chained, bad)
-        else:
-            yield from _iter_json_lines(chained, bad)
+    try:
+        with _open_binary(path) as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
+            head = text.read(4096)
+            chained = _Chain(io.StringIO(head), text)
+            if head.lstrip()[:1] == "[":
+                yield from _iter_json_array(chained, bad)
+            else:
+                yield from _iter_json_lines(chained, bad)
+    except (EOFError, OSError) as e:  # truncated or corrupt gzip / zstd stream: keep what was read
+        bad["corrupt_posts_file"] += 1
+        warnings.warn(f"{path}: the compressed stream ends early or is corrupt ({e}); records before it were read")
+    except Exception as e:
+        if type(e).__name__ != "ZstdError":
+            raise
+        bad["corrupt_posts_file"] += 1
+        warnings.warn(f"{path}: corrupt zstd stream ({e}); records before it were read")
 
 
 class _Chain(io.TextIOBase):

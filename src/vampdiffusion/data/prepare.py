@@ -34,6 +34,7 @@ from vampdiffusion.data.vocab import TagVocab
 
 CACHE_FILE = "phash_cache.parquet"
 PROGRESS_EVERY = 100_000  # images between progress lines
+CACHED_REASONS = ("empty_image", "corrupt_image", "too_large")  # properties of the bytes, safe to remember by md5
 
 
 # ----------------------------------------------------------------------------
@@ -84,7 +85,7 @@ def ingest_posts(path: str | Path, bad: Counter, ratings: Counter) -> PostColumn
 # Images: one decode per post (in worker processes), pHash, size check
 # ----------------------------------------------------------------------------
 
-_CACHE: dict[str, tuple[int, int, int]] = {}  # md5 -> (phash, width, height); inherited by forked workers
+_CACHE: dict[str, tuple[int, int, int, str]] = {}  # md5 -> (phash, width, height, reason or ''); inherited by forked workers
 
 
 def inspect_image(job: tuple[int, ImageRef, str, int, int]) -> tuple[int, str, str, int, int, int]:
@@ -92,13 +93,18 @@ def inspect_image(job: tuple[int, ImageRef, str, int, int]) -> tuple[int, str, s
     row, ref, meta_md5, mw, mh = job
     try:
         data = read_bytes(ref)
-        md5 = hashlib.md5(data).hexdigest()
-        if md5 in _CACHE:
-            h, w, hh = _CACHE[md5]
-        else:
-            h, w, hh = _hash_bytes(data)
     except ImageError as e:
         return row, e.reason, meta_md5, 0, 0, 0
+    md5 = hashlib.md5(data).hexdigest()
+    if md5 in _CACHE:
+        h, w, hh, reason = _CACHE[md5]
+        if reason:
+            return row, reason, md5, 0, 0, 0
+    else:
+        try:
+            h, w, hh = _hash_bytes(data)
+        except ImageError as e:
+            return row, e.reason, md5, 0, 0, 0
     if (mw and mw != w) or (mh and mh != hh):
         return row, "size_mismatch", md5, w, hh, h
     return row, "", md5, w, hh, h
@@ -127,8 +133,8 @@ def _load_cache(out: Path) -> None:
     except Exception:  # a damaged cache is only a cache
         print(f"warning: ignoring unreadable {p}", file=sys.stderr)
         return
-    for m, h, w, hh in zip(t["md5"], t["phash"], t["width"], t["height"]):
-        _CACHE[m] = (int(h), int(w), int(hh))
+    for m, h, w, hh, r in zip(t["md5"], t["phash"], t["width"], t["height"], t.get("reason", [""] * len(t["md5"]))):
+        _CACHE[m] = (int(h), int(w), int(hh), r or "")
 
 
 def _save_cache(out: Path) -> None:
@@ -138,7 +144,8 @@ def _save_cache(out: Path) -> None:
     table = pa.table({"md5": pa.array([k for k, _ in items], pa.string()),
                       "phash": pa.array([v[0] for _, v in items], pa.uint64()),
                       "width": pa.array([v[1] for _, v in items], pa.int32()),
-                      "height": pa.array([v[2] for _, v in items], pa.int32())})
+                      "height": pa.array([v[2] for _, v in items], pa.int32()),
+                      "reason": pa.array([v[3] for _, v in items], pa.string())})
     atomic_write(out / CACHE_FILE, lambda tmp: pq.write_table(table, tmp))
 
 
@@ -168,7 +175,10 @@ def inspect_images(cols: PostColumns, images: str | Path, workers: int, bad: Cou
         res.path[i] = ref.path
         m = cols.md5[i]
         if m and m in _CACHE:  # known file: no read, no decode
-            h, w, hh = _CACHE[m]
+            h, w, hh, reason = _CACHE[m]
+            if reason:
+                bad[reason] += 1
+                continue
             if (cols.width[i] and cols.width[i] != w) or (cols.height[i] and cols.height[i] != hh):
                 bad["size_mismatch"] += 1
                 continue
@@ -183,9 +193,13 @@ def inspect_images(cols: PostColumns, images: str | Path, workers: int, bad: Cou
             res.decoded += 1
             if reason:
                 bad[reason] += 1
+                if reason in CACHED_REASONS:
+                    _CACHE[md5] = (0, 0, 0, reason)
+                elif reason == "size_mismatch":  # the bytes are fine; the metadata is compared on every run
+                    _CACHE[md5] = (h, w, hh, "")
             else:
                 res.ok[i], res.width[i], res.height[i], res.phash[i], res.md5[i] = True, w, hh, h, md5
-                _CACHE[md5] = (h, w, hh)
+                _CACHE[md5] = (h, w, hh, "")
             if k % PROGRESS_EVERY == 0:
                 print(f"  images: {k:,}/{len(jobs):,} decoded ({k / (time.time() - t0):.0f}/s)", flush=True)
 

@@ -126,8 +126,8 @@ def _degradation(u: float, r: random.Random) -> tuple[float, float, int]:
 
 
 def _raw_score(u: float, year: int) -> int:
-    # recency bias: the median raw score grows from e^1.2 ≈ 3 (2015) to e^2.7 ≈ 15 (2024)
-    mu = 1.2 + 0.17 * (year - YEARS[0])
+    # recency bias: the median raw score grows from e^1.8 ≈ 6 (2015) to e^3.15 ≈ 23 (2024)
+    mu = 1.8 + 0.15 * (year - YEARS[0])
     z = float(ndtri(min(max(u, 1e-4), 1 - 1e-4)))
     return int(round(math.exp(mu + 0.9 * z))) - 2
 

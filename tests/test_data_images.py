@@ -1,0 +1,76 @@
+import io
+import tarfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vampdiffusion.data.images import FolderImages, ImageError, TarImages, decode, load_image, open_source
+
+
+def _png(rgb=(255, 0, 0), size=(8, 6), mode="RGB") -> bytes:
+    buf = io.BytesIO()
+    Image.new(mode, size, rgb).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_folder_tree_is_found_by_id_modulo_1000(tmp_path):
+    (tmp_path / "original" / "0123").mkdir(parents=True)
+    (tmp_path / "original" / "0123" / "45123.png").write_bytes(_png())
+    src = open_source(tmp_path)
+    assert isinstance(src, FolderImages)
+    ref = src.locate(45123, "png")
+    assert load_image(ref.path).size == (8, 6)
+    assert src.locate(45123, "jpg") is not None  # wrong extension in the metadata still finds the file
+    assert src.locate(45124, "png") is None
+
+
+def test_tar_members_are_read_by_offset_and_never_extracted(tmp_path):
+    shard = tmp_path / "data-0007.tar"
+    with tarfile.open(shard, "w") as tf:
+        for name, data in [("1007.png", _png((0, 255, 0))), ("../../1008.png", _png()), ("notes.txt", b"x")]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    src = open_source(tmp_path)
+    assert isinstance(src, TarImages) and src.skipped_members == 1  # notes.txt
+    ref = src.locate(1007, "png")
+    assert ref.path == f"{shard.resolve()}::1007.png"
+    assert load_image(ref.path).getpixel((0, 0)) == (0, 255, 0)
+    assert load_image(src.locate(1008, "png").path).size == (8, 6)  # a '../' name is only read, by offset
+    assert not (tmp_path.parent.parent / "1008.png").exists() and not (tmp_path.parent / "1008.png").exists()
+
+
+def test_rgba_is_composited_on_white():
+    im = decode(_png((255, 0, 0, 0), mode="RGBA"))
+    assert im.mode == "RGB" and im.getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_gif_gives_its_first_frame():
+    frames = [Image.new("P", (4, 4), c) for c in (1, 2)]
+    pal = [0, 0, 0, 255, 0, 0, 0, 0, 255] + [0] * (768 - 9)
+    for f in frames:
+        f.putpalette(pal)
+    buf = io.BytesIO()
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:])
+    assert decode(buf.getvalue()).getpixel((0, 0)) == (255, 0, 0)
+
+
+@pytest.mark.parametrize("data, reason", [(b"", "empty_image"), (b"not an image at all", "corrupt_image")])
+def test_unusable_bytes_raise_with_a_reason(data, reason):
+    with pytest.raises(ImageError) as e:
+        decode(data)
+    assert e.value.reason == reason
+
+
+def test_truncated_jpeg_is_a_corrupt_image():
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, format="JPEG")
+    with pytest.raises(ImageError) as e:
+        decode(buf.getvalue()[: len(buf.getvalue()) // 2])
+    assert e.value.reason == "corrupt_image"
+
+
+def test_missing_image_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="pass --images DIR"):
+        open_source(tmp_path / "nope")
