@@ -171,6 +171,10 @@ class EvalConfig:
     n_per_tier: int = 2500            # generated images per quality tier (10k in all)
     batch_size: int = 32              # generation batch
     collapse_threshold: float = 0.7   # alert when a style expert's share f_i exceeds this
+    seed: int = 0                     # seeds of the generated images and of the routing timesteps
+    style_samples: int = 4            # generated images per style in the report's style grid
+    grid_columns: int = 8             # prompts per row of the report's quality-tier grid
+    oracle_min_accuracy: float = 0.95 # an oracle attribute is reported only when the oracle reads decoded real latents this well
 
 
 @dataclass
