@@ -54,8 +54,7 @@ def test_taesdxl_round_trip_psnr_is_above_measured_floor(taesdxl_path):
 
 def test_taesdxl_shared_root_diffusers_folder_and_original_files_give_the_same_latents(taesdxl_path):
     x = synthetic_images(1, 32)
-    sources = [taesdxl_path, taesdxl_path / "diffusers", taesdxl_path / "original",
-               taesdxl_path / "original" / "taesdxl_decoder.safetensors"]
+    sources = [taesdxl_path, taesdxl_path / "original", taesdxl_path / "original" / "taesdxl_decoder.safetensors"]
     latents = [load_vae(taesd_cfg(p)).encode(x) for p in sources]
     for z in latents[1:]:
         assert torch.equal(z, latents[0])

@@ -208,7 +208,8 @@ def encode_shards(out: Path, todo: list[ShardPlan], paths: list[str], sizes: np.
     parts: list[np.ndarray] = []
     done_ids: list[int] = []
     skipped: list[dict] = []
-    progress = tqdm(total=sum(len(s.rows) for s in todo), unit="img", desc=desc, disable=None, smoothing=0.1)
+    progress = tqdm(total=sum(len(s.rows) for s in todo), unit="img", desc=desc, smoothing=0.1,
+                    mininterval=0.5 if sys.stderr.isatty() else 30.0)  # a log file gets a line every 30 s
     for (shard, _), (rows, images, failures) in zip(batches, loader):
         if not parts and not done_ids and not skipped:
             clear_shard(out, shard.shard)

@@ -206,7 +206,7 @@ def phase_weights(dataset: LatentDataset, phase: PhaseConfig) -> np.ndarray:
 # ----------------------------------------------------------------------------
 
 class BucketBatchSampler(torch.utils.data.Sampler):
-    """Yields this rank's batches (lists of row indices, one bucket each) of one epoch, from `start`."""
+    """This rank's batches (lists of row indices, one bucket each): epoch `epoch` from batch `start`, then on."""
 
     def __init__(self, bucket: np.ndarray, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
                  weights: np.ndarray | None = None):
@@ -222,13 +222,14 @@ class BucketBatchSampler(torch.utils.data.Sampler):
             raise ValueError("every sampling weight is 0: no row to train on")
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.epoch, self.start = 0, 0
-        self._cached: tuple[int, list[np.ndarray]] | None = None  # (epoch, its batches): rebuilt once per epoch
+        self._cached: dict[int, list[np.ndarray]] = {}  # the last two epochs' batches (built once each)
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """All ranks' batches of `epoch`, a pure function of (seed, epoch, weights, bucket, batch_size)."""
-        if self._cached is None or self._cached[0] != epoch:
-            self._cached = (epoch, self._make_epoch(epoch))
-        return self._cached[1]
+        if epoch not in self._cached:
+            self._cached = {e: b for e, b in self._cached.items() if e == epoch - 1}
+            self._cached[epoch] = self._make_epoch(epoch)
+        return self._cached[epoch]
 
     def _make_epoch(self, epoch: int) -> list[np.ndarray]:
         rng = np.random.default_rng([self.seed, epoch])
@@ -250,11 +251,15 @@ class BucketBatchSampler(torch.utils.data.Sampler):
         self.epoch, self.start = epoch, start
 
     def __iter__(self):
-        for batch in self.rank_batches(self.epoch)[self.start:]:
-            yield batch.tolist()
-
-    def __len__(self) -> int:
-        return len(self.rank_batches(self.epoch)) - self.start
+        """Endless: epoch `epoch` from batch `start`, then the following epochs from their first batch."""
+        epoch, start = self.epoch, self.start
+        while True:
+            batches = self.rank_batches(epoch)
+            if not batches:
+                raise ValueError(f"epoch {epoch} has no batch: the sampling weights select no row")
+            for batch in batches[start:]:
+                yield batch.tolist()
+            epoch, start = epoch + 1, 0
 
 
 # ----------------------------------------------------------------------------
@@ -317,18 +322,17 @@ class LatentLoader:
         return dict(batch, tag_ids=tags)
 
     def __iter__(self):
-        while True:
-            self.sampler.set_position(self.epoch, self.position)
-            if not self.sampler.rank_batches(self.epoch):
-                raise ValueError(f"epoch {self.epoch} has no batch: the sampling weights select no row")
-            loader = torch.utils.data.DataLoader(
-                self.dataset, batch_sampler=self.sampler, num_workers=self.workers, collate_fn=batch_is_ready,
-                pin_memory=torch.cuda.is_available())
-            for batch in loader:
-                batch = self._augment(batch)
-                self.position += 1
-                yield batch
-            self.epoch, self.position = self.epoch + 1, 0
+        """One DataLoader (and one set of workers) for the whole run; the sampler runs on across epochs."""
+        self.sampler.set_position(self.epoch, self.position)
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_sampler=self.sampler, num_workers=self.workers, collate_fn=batch_is_ready,
+            pin_memory=torch.cuda.is_available())
+        for batch in loader:
+            batch = self._augment(batch)
+            self.position += 1
+            if self.position == len(self.sampler.rank_batches(self.epoch)):
+                self.epoch, self.position = self.epoch + 1, 0
+            yield batch
 
     def state_dict(self) -> dict:
         s = self.sampler
