@@ -316,8 +316,10 @@ def format_plan(r: dict) -> str:
     lo, hi = r["document_total_hours"]
     need_hi, need_lo = r["mfu_needed_for_document_hours"][str(hi)], r["mfu_needed_for_document_hours"][str(lo)]
     reachable = need_hi <= 1.0
-    out.append(f"-> the document's {lo:,}-{hi:,} h on {r['gpus']} x {gpu['name']} needs an MFU of {need_hi:.0%}-{need_lo:.0%}: "
-               + ("reachable only at that MFU" if reachable else "NOT reachable (more than 100% of peak)"))
+    verdict = (f"reachable at an MFU of at least {need_hi:.0%}" if reachable
+               else "NOT reachable (more than 100% of peak)")
+    out.append(f"-> the document's {lo:,}-{hi:,} h on {r['gpus']} x {gpu['name']} needs an MFU of "
+               f"{need_hi:.0%}-{need_lo:.0%}: {verdict}")
     return "\n".join(out)
 
 
