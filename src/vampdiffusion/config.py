@@ -40,7 +40,7 @@ class ModelConfig:
     style_top_k: int = 2              # experts per image in style MoE blocks
     num_quality_experts: int = 4      # N_Q
     num_quality_tiers: int = 4        # quality tiers 0..3 (rows of the quality embedding)
-    moe_dispatch: str = "grouped"     # "grouped" (stacked weights, bmm) or "loop" (readable per-image reference)
+    moe_dispatch: str = "grouped"     # "grouped" (torch._grouped_mm on stacked weights; bmm fallback) or "loop" (per-image reference)
     gradient_checkpointing: bool = False  # recompute each block in backward
 
 

@@ -84,7 +84,7 @@ def experts_grouped_mm(ffn: ExpertFFNs, x: torch.Tensor, experts: torch.Tensor, 
     e_sorted = slot_expert[order]                                   # (S,)
     counts = F.one_hot(slot_expert, E).sum(dim=0)                   # (E,) slots per expert (0 allowed)
     offs = (counts.cumsum(dim=0) * N).to(torch.int32)               # row ends of each expert's slice
-    xs = x[order // k].to(dt).reshape(-1, d)                        # (S·N, d) images gathered per expert
+    xs = x.to(dt)[order // k].reshape(-1, d)                        # (S·N, d) images gathered per expert
     h = torch._grouped_mm(xs, ffn.w1.to(dt), offs=offs).view(-1, N, H)           # (S, N, 4d)
     h = F.gelu(h + ffn.b1.view(E, H)[e_sorted].to(dt)[:, None], approximate="tanh")
     y = torch._grouped_mm(h.reshape(-1, H), ffn.w2.to(dt), offs=offs).view(-1, N, d)  # (S, N, d)
