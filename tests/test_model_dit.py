@@ -129,6 +129,11 @@ def test_style_override_routes_every_style_block_to_the_forced_expert():
     assert aux.style_gates[:, 0].tolist() == [[1.0, 0.0], [1.0, 0.0]]
 
 
+def test_style_override_out_of_range_is_a_clear_error():
+    with pytest.raises(ValueError, match="style_override"):
+        VampDiT(small_cfg())(*inputs(B=3), style_override=torch.tensor([8, -1, 0]))
+
+
 def test_padding_leaves_e_tag_and_output_unchanged():
     model = randomise(VampDiT(small_cfg()))
     x, t, tags, q = inputs(L=12)

@@ -270,6 +270,10 @@ class VampDiT(nn.Module):
         for name, v in (("t", t), ("quality", quality)) + ((("style_override", style_override),) if style_override is not None else ()):
             if v.shape != (B,):
                 raise ValueError(f"{name} must have shape ({B},), got {tuple(v.shape)}")
+        if style_override is not None and not torch.compiler.is_compiling():  # inference only: a sync is fine
+            if ((style_override < -1) | (style_override >= cfg.num_style_experts)).any():
+                raise ValueError(f"style_override must be -1 (router decides) or 0..{cfg.num_style_experts - 1}, "
+                                 f"got {style_override.tolist()}")
         if e_tag.shape != (B, cfg.hidden_size):
             raise ValueError(f"e_tag must be ({B}, {cfg.hidden_size}), got {tuple(e_tag.shape)}")
         return gh, gw
