@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import os
 import re
@@ -115,6 +116,9 @@ def read_manifest(manifest: str | Path) -> tuple[pa.Table, Path]:
     if missing:
         raise ValueError(f"manifest {path} lacks column(s) {missing}; expected the `vamp data prepare` manifest "
                          f"(columns {list(REQUIRED_COLUMNS)} at least)")
+    nulls = [c for c in REQUIRED_COLUMNS if table[c].null_count]
+    if nulls:
+        raise ValueError(f"manifest {path}: column(s) {nulls} have empty values; re-run `vamp data prepare`")
     ids = table["id"].to_numpy()
     unique, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
@@ -141,7 +145,6 @@ def plan_fingerprint(cfg: LatentConfig, manifest_path: Path, plan: list[ShardPla
 
 
 def check_plan(out: Path, fingerprint: dict) -> None:
-    import json
     path = out / "plan.json"
     if path.is_file():
         old = json.loads(path.read_text())
