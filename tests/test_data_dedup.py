@@ -63,3 +63,12 @@ def test_identical_hashes_form_one_cluster():
     h = np.array([5, 5, 5, 7], dtype=np.uint64)
     r = duplicate_clusters(h, np.ones(4), np.zeros(4), np.arange(4), 7, 10)
     assert r.n_identical == 2 and r.keep.sum() == 1
+
+
+def test_worker_processes_find_the_same_pairs(monkeypatch):
+    import vampdiffusion.data.dedup as d
+    monkeypatch.setattr(d, "PARALLEL_MIN_HASHES", 0)
+    rng = np.random.default_rng(2)
+    h = rng.integers(0, 2**64, size=3000, dtype=np.uint64)
+    h = np.unique(np.concatenate([h, _flip(h[:300], rng, 7)]))
+    assert np.array_equal(near_pairs_unique(h, 7, 10, workers=2), near_pairs_unique(h, 7, 10, workers=1))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 HASH_BITS = 64
+PARALLEL_MIN_HASHES = 100_000  # below this, worker start-up costs more than it saves
 
 
 def block_layout(blocks: int) -> list[tuple[int, int]]:
@@ -77,22 +78,35 @@ def _pairs_one_choice(h: np.ndarray, layout, chosen: list[int], max_distance: in
     return _unpermute(np.concatenate(found_a), layout, order), _unpermute(np.concatenate(found_b), layout, order)
 
 
-def near_pairs_unique(uniq: np.ndarray, max_distance: int, blocks: int) -> np.ndarray:
-    """(P, 2) int64 index pairs i < j into the sorted distinct hashes `uniq` with 1 <= distance <= max_distance."""
+_SHARED: dict = {}  # the hashes, handed to forked workers without pickling
+
+
+def _codes_one_choice(chosen: tuple[int, ...]) -> np.ndarray:
+    uniq, layout, max_distance = _SHARED["uniq"], _SHARED["layout"], _SHARED["max_distance"]
+    a, b = _pairs_one_choice(uniq, layout, list(chosen), max_distance)
+    i, j = np.searchsorted(uniq, a), np.searchsorted(uniq, b)
+    return np.minimum(i, j).astype(np.int64) * uniq.size + np.maximum(i, j)  # pair code lo * U + hi
+
+
+def near_pairs_unique(uniq: np.ndarray, max_distance: int, blocks: int, workers: int = 1) -> np.ndarray:
+    """(P, 2) int64 index pairs i < j into the sorted distinct hashes `uniq` with 1 <= distance <= max_distance.
+
+    The C(blocks, blocks - max_distance) block choices are independent: `workers` processes share them."""
     if blocks <= max_distance:
         raise ValueError(f"phash_blocks ({blocks}) must exceed the largest duplicate distance ({max_distance})")
     uniq = np.asarray(uniq, dtype=np.uint64)
-    layout = block_layout(blocks)
-    codes = []
-    for chosen in itertools.combinations(range(blocks), blocks - max_distance):
-        a, b = _pairs_one_choice(uniq, layout, list(chosen), max_distance)
-        if a.size:
-            i, j = np.searchsorted(uniq, a), np.searchsorted(uniq, b)
-            lo, hi = np.minimum(i, j), np.maximum(i, j)
-            codes.append(lo.astype(np.int64) * uniq.size + hi)
-    if not codes:
-        return np.empty((0, 2), np.int64)
-    c = np.unique(np.concatenate(codes))
+    choices = list(itertools.combinations(range(blocks), blocks - max_distance))
+    _SHARED.update(uniq=uniq, layout=block_layout(blocks), max_distance=max_distance)
+    try:
+        if workers > 1 and uniq.size >= PARALLEL_MIN_HASHES:
+            import multiprocessing
+            with multiprocessing.get_context("fork").Pool(workers) as pool:
+                codes = pool.map(_codes_one_choice, choices, chunksize=1)
+        else:
+            codes = [_codes_one_choice(c) for c in choices]
+    finally:
+        _SHARED.clear()
+    c = np.unique(np.concatenate(codes)) if codes else np.empty(0, np.int64)
     return np.stack([c // uniq.size, c % uniq.size], axis=1)
 
 
@@ -148,7 +162,13 @@ class UnionFind:
             self.parent[max(ra, rb)] = min(ra, rb)
 
     def roots(self) -> np.ndarray:
-        return np.array([self.find(i) for i in range(len(self.parent))], dtype=np.int64)
+        """(n,) the root of every element: pointer jumping over the parent array until it is flat."""
+        p = np.array(self.parent, dtype=np.int64)
+        while True:
+            q = p[p]
+            if np.array_equal(q, p):
+                return p
+            p = q
 
 
 @dataclass
@@ -161,11 +181,11 @@ class DedupResult:
 
 
 def duplicate_clusters(hashes: np.ndarray, pixels: np.ndarray, score: np.ndarray, ids: np.ndarray,
-                       max_distance: int, blocks: int) -> DedupResult:
+                       max_distance: int, blocks: int, workers: int = 1) -> DedupResult:
     """Union-find over duplicate pairs; per cluster keep the highest pixel count, then score, then lowest id."""
     hashes = np.asarray(hashes, dtype=np.uint64)
     uniq, inverse = np.unique(hashes, return_inverse=True)
-    pairs = near_pairs_unique(uniq, max_distance, blocks)
+    pairs = near_pairs_unique(uniq, max_distance, blocks, workers)
     uf = UnionFind(uniq.size)
     for i, j in pairs.tolist():
         uf.union(i, j)

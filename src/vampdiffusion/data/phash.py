@@ -4,11 +4,10 @@ Definition: greyscale (PIL "L"), Lanczos resize to 32x32, 2-D DCT-II (scipy.fftp
 the top-left 8x8 coefficients incl. DC, bit = coefficient > their median; bits read row-major, first bit
 most significant (so `phash_hex(h) == str(imagehash.phash(img))`).
 
-Draft decoding: a JPEG can be decoded at 1/2, 1/4 or 1/8 scale (PIL `draft`), which is much faster,
-but the 32x32 thumbnail then differs slightly. `phash_draft` uses the draft only when every one of the
-64 coefficients is further than `DRAFT_MARGIN` from the median (so a small perturbation cannot flip a
-bit) and falls back to the full decode otherwise; benchmarks/dedup.py measures the speed-up and checks
-the equality on the synthetic set.
+Draft decoding (PIL `draft`: a JPEG decoded at 1/2, 1/4 or 1/8 scale) would be 2-3x faster, but it is
+NOT used: the 32x32 thumbnail then differs by up to one grey level, which moves the unnormalised DCT
+coefficients by up to ~1000 while the coefficient nearest the median is typically ~40 away, and it
+flipped bits on 3-20% of JPEGs in benchmarks/dedup.py. Exactness wins; the measurement is in docs/data.md.
 """
 
 from __future__ import annotations
@@ -19,8 +18,6 @@ from PIL import Image
 
 HASH_SIZE = 8
 IMG_SIZE = 32                    # HASH_SIZE * highfreq_factor 4
-DRAFT_MIN_SIDE = 256             # draft decodes to no less than this many pixels per side (8x the thumbnail)
-DRAFT_MARGIN = 64.0              # |coefficient - median| every bit must clear to trust a draft decode
 
 
 def grey32(img: Image.Image) -> np.ndarray:
@@ -62,16 +59,4 @@ def hash_margin(px: np.ndarray) -> np.ndarray:
     return np.abs(low - np.median(low, axis=1, keepdims=True)).min(axis=1)
 
 
-def phash_draft(im: Image.Image) -> int | None:
-    """pHash of an opened, not yet loaded JPEG via a reduced decode; None when the margin test cannot
-    vouch that the draft leaves the hash unchanged (decode fully then)."""
-    if im.format != "JPEG" or min(im.size) < 2 * DRAFT_MIN_SIDE:
-        return None
-    im.draft("RGB", (max(DRAFT_MIN_SIDE, im.width // 8), max(DRAFT_MIN_SIDE, im.height // 8)))
-    px = grey32(im.convert("RGB"))[None]
-    if hash_margin(px)[0] > DRAFT_MARGIN:
-        return int(phash_batch(px)[0])
-    return None
-
-
-__all__ = ["DRAFT_MARGIN", "grey32", "hash_margin", "low_dct", "phash", "phash_batch", "phash_draft", "phash_hex"]
+__all__ = ["grey32", "hash_margin", "low_dct", "phash", "phash_batch", "phash_hex"]

@@ -29,7 +29,7 @@ from vampdiffusion.config import DataConfig
 from vampdiffusion.data import dedup, filters, labels
 from vampdiffusion.data.danbooru import read_posts
 from vampdiffusion.data.images import ImageError, ImageRef, open_image, open_source, read_bytes, to_rgb
-from vampdiffusion.data.phash import phash, phash_draft
+from vampdiffusion.data.phash import phash
 from vampdiffusion.data.vocab import TagVocab
 
 CACHE_FILE = "phash_cache.parquet"
@@ -111,15 +111,9 @@ def inspect_image(job: tuple[int, ImageRef, str, int, int]) -> tuple[int, str, s
 
 
 def _hash_bytes(data: bytes) -> tuple[int, int, int]:
-    im = open_image(data)
-    size = im.size
-    try:
-        h = phash_draft(im)
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ImageError("corrupt_image", str(e)) from None
-    if h is None:
-        h = phash(to_rgb(open_image(data)))
-    return h, size[0], size[1]
+    """(pHash, width, height) from a full decode (draft decoding would change the hash, see phash.py)."""
+    im = to_rgb(open_image(data))
+    return phash(im), im.width, im.height
 
 
 def _load_cache(out: Path) -> None:
@@ -293,7 +287,7 @@ def prepare(cfg: DataConfig, posts: str | Path, images: str | Path, out: str | P
     rows4 = np.flatnonzero(k4)
     pixels = img.width.astype(np.int64) * img.height.astype(np.int64)
     dd = dedup.duplicate_clusters(img.phash[rows4], pixels[rows4], score[rows4], ids[rows4],
-                                  cfg.phash_distance - 1, cfg.phash_blocks)
+                                  cfg.phash_distance - 1, cfg.phash_blocks, cfg.workers)
     k5 = np.zeros(len(cols), bool)
     k5[rows4[dd.keep]] = True
     table.add("5 near-duplicates", k4, k5, note=f"pHash distance < {cfg.phash_distance}: {dd.n_pairs:,} pairs, "
