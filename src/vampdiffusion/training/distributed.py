@@ -1,4 +1,4 @@
-"""One process per GPU under torchrun: DDP (default) or FSDP2 `fully_shard`.
+"""One process per GPU under torchrun: DDP.
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR / MASTER_PORT); without them the
 run is a single process and nothing here talks to a process group. NCCL on CUDA, gloo on CPU.
@@ -59,16 +59,6 @@ def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
                                    broadcast_buffers=False)
 
 
-def wrap_fsdp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
-    """FSDP2: shard each DiT block, then the rest of the model (parameters become DTensors)."""
-    from torch.distributed.fsdp import fully_shard
-
-    for block in model.blocks:
-        fully_shard(block)
-    fully_shard(model)
-    return model
-
-
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -79,18 +69,7 @@ def gradient_sync(model: torch.nn.Module, sync: bool):
         return contextlib.nullcontext()
     if isinstance(model, DistributedDataParallel):
         return model.no_sync()
-    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2 module
-        return _fsdp_no_sync(model)
     return contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def _fsdp_no_sync(model):
-    model.set_requires_gradient_sync(False)
-    try:
-        yield
-    finally:
-        model.set_requires_gradient_sync(True)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -89,6 +89,16 @@ def phase_config(cfg: Config, phase: int) -> PhaseConfig:
     return p
 
 
+DISTRIBUTED = ("ddp",)  # "fsdp" (FSDP2 fully_shard) is declared in the config but not implemented yet
+
+
+def check_distributed(cfg: Config) -> None:
+    if cfg.train.distributed not in DISTRIBUTED:
+        raise ConfigError(f"train.distributed={cfg.train.distributed!r} is not supported by this trainer yet "
+                          f"(checkpoints and EMA of sharded FSDP2 parameters are not implemented); use "
+                          f"train.distributed=ddp")
+
+
 def setup_logging(run_dir: Path, is_main: bool) -> None:
     log.setLevel(logging.INFO if is_main else logging.WARNING)
     log.propagate = False
@@ -274,10 +284,7 @@ class Trainer:
                 log.warning("checkpoint was written by %d processes, this run has %d: global RNG states reseeded "
                             "(the loss noise and data order still follow the step)", len(rng), info.world_size)
         self.batches = iter(self.loader)
-        if cfg.train.distributed == "fsdp" and info.world_size > 1:
-            self.wrapped = D.wrap_fsdp(self.model, info)
-        else:
-            self.wrapped = D.wrap_ddp(self.model, info)
+        self.wrapped = D.wrap_ddp(self.model, info)
         if cfg.train.compile:
             self.wrapped = torch.compile(self.wrapped)
         n_train = sum(p.numel() for _, p in self.trainable)
@@ -512,6 +519,7 @@ def train(cfg: Config, phase_id: int, data_dir: Path, run_dir: Path, init_from: 
     try:
         setup_logging(run_dir, info.is_main)
         phase_config(cfg, phase_id)
+        check_distributed(cfg)
         if not data_dir.is_dir():
             raise FileNotFoundError(f"--data {data_dir} is not a folder (a latent dataset from `vamp data encode`)")
         resume_state = None
