@@ -264,3 +264,41 @@ def test_cli_missing_manifest_exits_non_zero_naming_it(tmp_path, capsys):
     from vampdiffusion.cli import main
     assert main(["data", "encode", "--manifest", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 1
     assert f"manifest {tmp_path / 'nope'} not found" in capsys.readouterr().err
+
+
+SLOW_ENCODER = """
+import sys, time
+from vampdiffusion.config import LatentConfig
+from vampdiffusion.data import encode, shards
+
+def slow_write(*args):
+    record = shards.write_shard(*args)
+    time.sleep(0.5)  # leave the test time to kill us between (and during) shard writes
+    return record
+
+encode.write_shard = slow_write
+encode.encode_dataset(sys.argv[1], sys.argv[2], LatentConfig(**eval(sys.argv[3])))
+"""
+
+
+@pytest.mark.slow
+def test_sigkilled_encoder_process_restarts_to_an_identical_dataset(encoded, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    manifest, reference, cfg = encoded
+    out = tmp_path / "latents"
+    values = {k: getattr(cfg, k) for k in ("vae", "vae_path", "scaling_factor", "resolution", "bucket_step",
+                                           "buckets", "shard_size", "batch_size", "workers")}
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_ENCODER, str(manifest), str(out), repr(values)])
+    deadline = time.time() + 300
+    while len(list((out / "shards").glob("*.json"))) < 3 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert not (out / "shards.json").exists()  # killed before the end
+    encode_dataset(manifest, out, cfg)
+    assert dataset_files(out) == dataset_files(reference)
