@@ -98,7 +98,8 @@ def encoded(tmp_path_factory, taesdxl_path):
     manifest = write_manifest(root / "prepared")
     cfg = latent_cfg(taesdxl_path)
     summary = encode_dataset(manifest, root / "latents", cfg)
-    assert summary == {"shards": 7, "encoded": 10, "skipped": 2}
+    assert summary == {"shards": 7, "encoded": 10, "skipped": 2,
+                       "skipped_by_reason": {"corrupt_image": 1, "missing_image": 1}}
     return manifest, root / "latents", cfg
 
 
@@ -250,7 +251,7 @@ def test_cli_vae_flag_sets_backend_path_scaling_factor_and_torchrun_rank(monkeyp
 
     def fake_encode(manifest, out, cfg, device, rank, world_size):
         seen.update(cfg=cfg, rank=rank, world_size=world_size)
-        return {"shards": 0, "encoded": 0, "skipped": 0}
+        return {"shards": 0, "encoded": 0, "skipped": 0, "skipped_by_reason": {}}
 
     monkeypatch.setattr(encode_module, "encode_dataset", fake_encode)
     monkeypatch.setenv("RANK", "1")

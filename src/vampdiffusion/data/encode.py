@@ -21,6 +21,7 @@ import os
 import re
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,8 +277,10 @@ def finalize_dataset(out: Path, table: pa.Table, manifest_path: Path, plan: list
     atomic_write_json(out / "shards.json", {"shards": [{k: r[k] for k in keys} for r in records],
                                             "num_rows": len(manifest_rows)})
     skipped = [s for r in records for s in r["skipped"]]
+    reasons = dict(sorted(Counter(s["reason"].split(":")[0] for s in skipped).items()))  # e.g. missing_image: 3
     atomic_write_json(out / "encode_report.json", {"planned": fingerprint["num_rows"], "encoded": len(manifest_rows),
-                                                   "skipped": len(skipped), "skipped_images": skipped})
+                                                   "skipped": len(skipped), "skipped_by_reason": reasons,
+                                                   "skipped_images": skipped})
     atomic_write_json(out / "dataset.json", dict(
         vae=vae.name, vae_path=vae.source, scaling_factor=vae.scaling_factor, resolution=cfg.resolution,
         buckets=cfg.buckets, bucket_sizes=sorted({tuple(r["bucket"]) for r in records}), latent_channels=LATENT_CHANNELS,
@@ -286,7 +289,7 @@ def finalize_dataset(out: Path, table: pa.Table, manifest_path: Path, plan: list
     vocab = manifest_path.parent / "vocab.json"
     if vocab.is_file():
         atomic_write_bytes(out / "vocab.json", vocab.read_bytes())
-    return {"shards": len(records), "encoded": len(manifest_rows), "skipped": len(skipped)}
+    return {"shards": len(records), "encoded": len(manifest_rows), "skipped": len(skipped), "skipped_by_reason": reasons}
 
 
 def encode_dataset(manifest: str | Path, out: str | Path, cfg: LatentConfig, device: str | torch.device = "cpu",
@@ -349,8 +352,9 @@ def main(args: argparse.Namespace) -> int:
         print(f"vamp data encode: {e}", file=sys.stderr)
         return 1
     if rank == 0:
+        reasons = ", ".join(f"{k} {v}" for k, v in summary["skipped_by_reason"].items()) or "none"
         print(f"encoded {summary['encoded']} images into {summary['shards']} shard(s) in {args.out}; "
-              f"skipped {summary['skipped']} unreadable image(s) (listed in {args.out}/encode_report.json)")
+              f"skipped {summary['skipped']} unreadable image(s) ({reasons}; listed in {args.out}/encode_report.json)")
     return 0
 
 
