@@ -229,6 +229,7 @@ def test_v1_on_meta_device_has_about_1_25_billion_parameters():
     assert 1.125e9 <= total <= 1.375e9
 
 
+@pytest.mark.slow  # dynamo tracing takes seconds
 def test_torch_compile_traces_the_whole_model_without_graph_breaks():
     # fullgraph=True fails on any graph break or host sync; the "eager" backend keeps the test fast
     # (the inductor backend is exercised by benchmarks/model_step.py --compile)
