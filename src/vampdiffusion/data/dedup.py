@@ -27,27 +27,39 @@ def block_layout(blocks: int) -> list[tuple[int, int]]:
     return list(zip(starts, widths))
 
 
-def _permute(h: np.ndarray, layout: list[tuple[int, int]], order: list[int]) -> np.ndarray:
-    """Move block order[0] to the top bits, then order[1], ...: a bit permutation of every hash."""
-    out = np.zeros_like(h)
+def _fields(layout: list[tuple[int, int]], order: list[int]) -> list[tuple[int, int, int]]:
+    """(source start, width, destination start) of the bit fields that move when blocks are put in `order`
+    from the top bit down; neighbouring blocks that stay neighbours move as one field."""
+    fields: list[list[int]] = []
     top = HASH_BITS
     for k in order:
         start, width = layout[k]
         top -= width
-        field = (h >> np.uint64(start)) & np.uint64((1 << width) - 1)
-        out |= field << np.uint64(top)
+        if fields and fields[-1][0] == start + width and fields[-1][2] == top + width:
+            fields[-1] = [start, fields[-1][1] + width, top]  # extends the previous field downward
+        else:
+            fields.append([start, width, top])
+    return [tuple(f) for f in fields]
+
+
+def _move_bits(h: np.ndarray, fields: list[tuple[int, int, int]]) -> np.ndarray:
+    out = np.zeros_like(h)
+    tmp = np.empty_like(h)
+    for src, width, dst in fields:  # in place: no temporaries the size of h
+        np.right_shift(h, np.uint64(src), out=tmp)
+        np.bitwise_and(tmp, np.uint64((1 << width) - 1), out=tmp)
+        np.left_shift(tmp, np.uint64(dst), out=tmp)
+        np.bitwise_or(out, tmp, out=out)
     return out
+
+
+def _permute(h: np.ndarray, layout: list[tuple[int, int]], order: list[int]) -> np.ndarray:
+    """Move block order[0] to the top bits, then order[1], ...: a bit permutation of every hash."""
+    return _move_bits(h, _fields(layout, order))
 
 
 def _unpermute(v: np.ndarray, layout: list[tuple[int, int]], order: list[int]) -> np.ndarray:
-    out = np.zeros_like(v)
-    top = HASH_BITS
-    for k in order:
-        start, width = layout[k]
-        top -= width
-        field = (v >> np.uint64(top)) & np.uint64((1 << width) - 1)
-        out |= field << np.uint64(start)
-    return out
+    return _move_bits(v, [(dst, width, src) for src, width, dst in _fields(layout, order)])
 
 
 def popcount(x: np.ndarray) -> np.ndarray:
@@ -56,9 +68,11 @@ def popcount(x: np.ndarray) -> np.ndarray:
 
 def _pairs_one_choice(h: np.ndarray, layout, chosen: list[int], max_distance: int) -> tuple[np.ndarray, np.ndarray]:
     """Hash values (a, b), a != b, within max_distance whose `chosen` blocks agree."""
-    order = list(chosen) + [k for k in range(len(layout)) if k not in chosen]
+    # high blocks first in both groups, so that neighbouring blocks move together (fewer bit fields)
+    order = sorted(chosen, reverse=True) + [k for k in reversed(range(len(layout))) if k not in chosen]
     key_bits = sum(layout[k][1] for k in chosen)
-    v = np.sort(_permute(h, layout, order))
+    v = _permute(h, layout, order)
+    v.sort()
     key = v >> np.uint64(HASH_BITS - key_bits)
     found_a, found_b = [], []
     idx = np.flatnonzero(key[1:] == key[:-1])       # i with key[i] == key[i+1]
