@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import math
 import multiprocessing
 import sys
@@ -34,6 +35,7 @@ from vampdiffusion.data.vocab import TagVocab
 
 CACHE_FILE = "phash_cache.parquet"
 PROGRESS_EVERY = 100_000  # images between progress lines
+JOB_BLOCK = 65_536         # decode jobs handed to the workers at a time
 CACHED_REASONS = ("empty_image", "corrupt_image", "too_large")  # properties of the bytes, safe to remember by md5
 
 
@@ -155,13 +157,9 @@ class ImageColumns:
     decoded: int = 0
 
 
-def inspect_images(cols: PostColumns, images: str | Path, workers: int, bad: Counter) -> ImageColumns:
-    n = len(cols)
-    source = open_source(images)
-    res = ImageColumns(ok=np.zeros(n, bool), path=[""] * n, md5=list(cols.md5), width=np.zeros(n, np.int32),
-                       height=np.zeros(n, np.int32), phash=np.zeros(n, np.uint64))
-    jobs = []
-    for i in range(n):
+def _image_jobs(cols: PostColumns, source, res: "ImageColumns", bad: Counter):
+    """Decode jobs for the posts whose file is not in the pHash cache (cache hits are filled in directly)."""
+    for i in range(len(cols)):
         ref = source.locate(cols.id[i], cols.ext[i])
         if ref is None:
             bad["missing_image"] += 1
@@ -172,18 +170,26 @@ def inspect_images(cols: PostColumns, images: str | Path, workers: int, bad: Cou
             h, w, hh, reason = _CACHE[m]
             if reason:
                 bad[reason] += 1
-                continue
-            if (cols.width[i] and cols.width[i] != w) or (cols.height[i] and cols.height[i] != hh):
+            elif (cols.width[i] and cols.width[i] != w) or (cols.height[i] and cols.height[i] != hh):
                 bad["size_mismatch"] += 1
-                continue
-            res.ok[i], res.width[i], res.height[i], res.phash[i] = True, w, hh, h
-            res.cache_hits += 1
-        else:
-            jobs.append((i, ref, m, cols.width[i], cols.height[i]))
+            else:
+                res.ok[i], res.width[i], res.height[i], res.phash[i] = True, w, hh, h
+                res.cache_hits += 1
+            continue
+        yield (i, ref, m, cols.width[i], cols.height[i])
+
+
+def inspect_images(cols: PostColumns, images: str | Path, workers: int, bad: Counter) -> ImageColumns:
+    """Locate, read, decode and pHash every post's image (in `workers` processes), in blocks of JOB_BLOCK
+    so that pending work never holds more than one block."""
+    n = len(cols)
+    source = open_source(images)
+    res = ImageColumns(ok=np.zeros(n, bool), path=[""] * n, md5=list(cols.md5), width=np.zeros(n, np.int32),
+                       height=np.zeros(n, np.int32), phash=np.zeros(n, np.uint64))
     t0 = time.time()
 
     def consume(results) -> None:
-        for k, (i, reason, md5, w, hh, h) in enumerate(results, 1):
+        for i, reason, md5, w, hh, h in results:
             res.decoded += 1
             if reason:
                 bad[reason] += 1
@@ -194,14 +200,17 @@ def inspect_images(cols: PostColumns, images: str | Path, workers: int, bad: Cou
             else:
                 res.ok[i], res.width[i], res.height[i], res.phash[i], res.md5[i] = True, w, hh, h, md5
                 _CACHE[md5] = (h, w, hh, "")
-            if k % PROGRESS_EVERY == 0:
-                print(f"  images: {k:,}/{len(jobs):,} decoded ({k / (time.time() - t0):.0f}/s)", flush=True)
+            if res.decoded % PROGRESS_EVERY == 0:
+                print(f"  images: {res.decoded:,} decoded ({res.decoded / (time.time() - t0):.0f}/s)", flush=True)
 
-    if workers > 1 and len(jobs) > 256:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            consume(pool.imap_unordered(inspect_image, jobs, chunksize=64))
-    else:
-        consume(map(inspect_image, jobs))
+    jobs = _image_jobs(cols, source, res, bad)
+    pool = multiprocessing.get_context("fork").Pool(workers) if workers > 1 and n > 256 else None
+    try:
+        while block := list(itertools.islice(jobs, JOB_BLOCK)):
+            consume(pool.imap_unordered(inspect_image, block, chunksize=64) if pool else map(inspect_image, block))
+    finally:
+        if pool:
+            pool.terminate()
     return res
 
 
@@ -224,7 +233,11 @@ def split_of(ids: np.ndarray, eval_fraction: float) -> np.ndarray:
 # The pipeline
 # ----------------------------------------------------------------------------
 
-def _validate(cfg: DataConfig) -> None:
+def _validate(cfg: DataConfig, posts: Path, images: Path) -> None:
+    if not posts.is_file():
+        raise FileNotFoundError(f"posts file {posts} not found; pass --posts FILE (JSON lines / JSON array / parquet, .gz / .zst)")
+    if not images.is_dir():
+        raise FileNotFoundError(f"image folder {images} not found; pass --images DIR (original/0NNN/<id>.<ext> or data-0NNN.tar)")
     if cfg.phash_blocks <= cfg.phash_distance - 1:
         raise ValueError(f"data.phash_blocks ({cfg.phash_blocks}) must exceed data.phash_distance - 1 ({cfg.phash_distance - 1})")
     if not 0.0 <= cfg.eval_fraction < 1.0:
@@ -238,7 +251,7 @@ def _validate(cfg: DataConfig) -> None:
 
 def prepare(cfg: DataConfig, posts: str | Path, images: str | Path, out: str | Path, log=print) -> dict:
     """Run SPEC §1 end to end; write the outputs to `out` and return the report."""
-    _validate(cfg)
+    _validate(cfg, Path(posts), Path(images))
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -24,6 +24,7 @@ import math
 import multiprocessing
 import os
 import random
+import sys
 import tarfile
 import time
 from dataclasses import dataclass
@@ -573,7 +574,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         s = synthesize(a, Path(args.out))
     except ValueError as e:
-        print(f"vamp data synth: {e}")
+        print(f"vamp data synth: {e}", file=sys.stderr)
         return 2
     print(f"wrote {s['n']} synthetic posts ({s['size']} px, {s['layout']} layout) to {args.out} in {s['seconds']} s")
     print("  planted: " + ", ".join(f"{k} {v}" for k, v in sorted(s["kinds"].items())) + f", malformed_lines {s['malformed_lines']}")
