@@ -105,7 +105,7 @@ def test_json_array_reader_resynchronises_after_a_broken_element(tmp_path, monke
     assert bad["malformed_json"] == 1
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.binary(max_size=400))
 def test_ingest_never_raises_on_arbitrary_bytes(tmp_path_factory, data):
     p = tmp_path_factory.mktemp("h") / "posts.bin"
@@ -122,7 +122,7 @@ fields = st.sampled_from(["id", "score", "created_at", "md5", "tag_string_genera
                           "image_width", "is_deleted", "up_score", "down_score", "aesthetic", "file_ext"])
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.dictionaries(fields, json_values, max_size=10) | json_values)
 def test_parse_post_never_raises_on_arbitrary_json_values(value):
     p = parse_post(value)

@@ -34,6 +34,7 @@ POST_FIELDS = ("id", "md5", "file_ext", "image_width", "image_height", "score", 
                "tag_string_copyright", "tag_string_artist", "tag_string_meta", "is_deleted", "is_banned",
                "parent_id", "aesthetic", "tags")
 TAG_CATEGORIES = ("general", "character", "copyright", "artist", "meta")
+CATEGORY_KEYS = tuple(f"tag_string_{c}" for c in TAG_CATEGORIES)
 # Danbooru category numbers (Danbooru2021 `tags: [{name, category}]`)
 CATEGORY_NUMBERS = {"0": "general", "1": "artist", "3": "copyright", "4": "character", "5": "meta"}
 # rating words of both schemes -> letter (old "safe" and new "sensitive" share the letter s)
@@ -122,12 +123,11 @@ def _rating(v: Any) -> str:
 
 def _tags(rec: dict) -> tuple[list[str], int] | None:
     """(all tags, number of general tags); None when the record carries no tag field at all."""
-    if any(f"tag_string_{c}" in rec for c in TAG_CATEGORIES):
-        cats = {c: _split(rec.get(f"tag_string_{c}")) for c in TAG_CATEGORIES}
-        tags = [t for c in TAG_CATEGORIES for t in cats[c]]
-        seen = set(tags)
-        extra = [t for t in _split(rec.get("tag_string")) if t not in seen]
-        return list(dict.fromkeys(tags + extra)), len(set(cats["general"]))
+    if any(k in rec for k in CATEGORY_KEYS):
+        # a Danbooru tag has exactly one category: the category strings partition tag_string
+        general = _split(rec.get(CATEGORY_KEYS[0]))
+        tags = general + [t for k in CATEGORY_KEYS[1:] for t in _split(rec.get(k))]
+        return tags, len(general)
     raw = rec.get("tags")
     if isinstance(raw, list):  # Danbooru2021: [{"name": ..., "category": "0"}]
         tags, n_general = [], 0
