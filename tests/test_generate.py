@@ -121,7 +121,8 @@ def test_bad_input_is_refused_before_any_compute(model_dir, tmp_path, monkeypatc
 
 def test_missing_model_folder_is_named(tmp_path, capsys):
     assert main(["generate", "--model", str(tmp_path / "nope"), "--tags", "1girl"]) == 2
-    assert "model folder" in capsys.readouterr().err and "nope" in capsys.readouterr().err + str(tmp_path / "nope")
+    err = capsys.readouterr().err
+    assert f"model folder {tmp_path / 'nope'} not found" in err
 
 
 def test_model_folder_without_vocab_is_refused(model_dir, tmp_path, capsys):

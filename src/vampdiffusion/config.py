@@ -51,7 +51,7 @@ class DiffusionConfig:
     beta_start: float = 0.00085       # first beta of linear / scaled_linear
     beta_end: float = 0.012           # last beta of linear / scaled_linear (before zero-SNR rescale)
     zero_terminal_snr: bool = True    # Lin et al. 2023 Algorithm 1
-    timestep_sampling: str = "logit_normal"  # "uniform" | "lognormal" | "logit_normal" (default chosen by measurement, docs/diffusion.md)
+    timestep_sampling: str = "uniform"  # "uniform" | "lognormal" | "logit_normal" (uniform chosen by measurement, docs/diffusion.md)
     lognormal_mean: float = -1.2      # P_mean of ln sigma (EDM)
     lognormal_std: float = 1.2        # P_std of ln sigma (EDM)
     logit_normal_mean: float = 0.0    # m of t/T = sigmoid(N(m, s^2))
