@@ -52,7 +52,28 @@ def feature_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
-    """FID between two sets of (N, 2048) Inception pool features."""
-    mu1, s1 = feature_statistics(features1)
-    mu2, s2 = feature_statistics(features2)
-    return frechet_distance(mu1, s1, mu2, s2)
+    """FID between two sets of (N, D) Inception pool features.
+
+    With A = X̃₁ᵀ/√(n₁−1) and B = X̃₂ᵀ/√(n₂−1) (centred features), Σ₁ = AAᵀ and Σ₂ = BBᵀ, and the non-zero
+    eigenvalues of Σ₁Σ₂ are those of (AᵀB)(AᵀB)ᵀ, so Tr((Σ₁Σ₂)^½) = ‖AᵀB‖_* (sum of singular values):
+        d² = ‖μ₁ − μ₂‖² + ‖A‖²_F + ‖B‖²_F − 2 ‖AᵀB‖_*
+    an (n₁, n₂) SVD instead of two (D, D) eigendecompositions when there are fewer images than features.
+    """
+    x1, x2 = np.asarray(features1, np.float64), np.asarray(features2, np.float64)
+    for x in (x1, x2):
+        if x.ndim != 2 or x.shape[0] < 2:
+            raise ValueError(f"feature statistics need an (N >= 2, D) array, got shape {x.shape}")
+    if x1.shape[1] != x2.shape[1]:
+        raise ValueError(f"Fréchet distance needs matching shapes, got features of width {x1.shape[1]} and {x2.shape[1]}")
+    n1, n2, D = x1.shape[0], x2.shape[0], x1.shape[1]
+    if min(n1, n2) >= D:  # enough images: the (D, D) covariance route is the smaller one
+        mu1, s1 = feature_statistics(x1)
+        mu2, s2 = feature_statistics(x2)
+        return frechet_distance(mu1, s1, mu2, s2)
+    mu1, mu2 = x1.mean(0), x2.mean(0)
+    A = (x1 - mu1) / np.sqrt(n1 - 1)                                   # (n₁, D) = Aᵀ
+    B = (x2 - mu2) / np.sqrt(n2 - 1)                                   # (n₂, D) = Bᵀ
+    nuclear = np.linalg.svd(A @ B.T, compute_uv=False).sum()          # ‖AᵀB‖_* = Tr((Σ₁Σ₂)^½)
+    diff = mu1 - mu2
+    d2 = diff @ diff + (A * A).sum() + (B * B).sum() - 2.0 * nuclear
+    return max(float(d2), 0.0)
