@@ -129,12 +129,13 @@ def measure(base: Config, data: Path, tmp: Path, checkpointing: bool, compile_: 
     bare.append(time_bare(trainer, steps, 0))
     ours.append(time_trainer(trainer, steps, 0))
     hw = int(trainer.latent_hw()[0])
-    flops = T.flops_per_image(cfg, (hw, hw))
+    flops = T.flops_per_image(cfg, cfg.train.phase1, (hw, hw))
     peak = device_peak_flops(device, cfg.train.peak_tflops * 1e12)
     row = {"checkpointing": checkpointing, "compile": compile_, "micro_batch": cfg.train.micro_batch,
            "grad_accum": cfg.train.grad_accum, "bare_images_per_s": float(np.median(bare)),
            "trainer_images_per_s": float(np.median(ours))}
     row["trainer_over_bare"] = row["trainer_images_per_s"] / row["bare_images_per_s"]
+    row["model_gflops_per_s"] = flops * row["trainer_images_per_s"] / 1e9
     row["mfu"] = mfu(flops, row["trainer_images_per_s"], peak) if peak > 0 else None
     row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     del trainer
@@ -153,6 +154,23 @@ def fits(cfg: Config, data: Path, tmp: Path, micro_batch: int, checkpointing: bo
         return False
 
 
+def memory_claim_estimate() -> dict:
+    """The research document's claim (§6.1): micro-batch 32 of v1 at 1024² fits in 24 GB per GPU.
+    Analytic, from the planner's memory model (an ESTIMATE until measured on a 24 GB card)."""
+    from vampdiffusion.models.planner import GIB, GPUS, largest_micro_batch, memory_budget, parameter_counts
+    cfg = load_config("configs/v1.yaml").model
+    hw = (128, 128)
+    n_params = parameter_counts(cfg)["total"]
+    gpu = GPUS["rtx4090"]
+    out = {"n_params": n_params, "gpu": gpu.name, "gpu_memory_gib": gpu.memory_gib}
+    for layout, shards in (("DDP replica", 1), ("FSDP2 over 2 GPUs, EMA on CPU", 2)):
+        for checkpointing in (True, False):
+            key = f"{layout}, checkpointing={checkpointing}"
+            out[key] = {"gib_at_micro_batch_32": sum(memory_budget(cfg, hw, 32, checkpointing, n_params, shards).values()) / GIB,
+                        "largest_micro_batch": largest_micro_batch(cfg, hw, gpu, checkpointing, n_params, shards)}
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/tiny.yaml")
@@ -163,6 +181,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile")
     ap.add_argument("--find-max-batch", action="store_true", help="CUDA: largest micro-batch that fits")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="CPU threads (1: on a shared 2-core machine more threads mostly spin)")
     ap.add_argument("--json", default="benchmarks/train_throughput.json")
     args = ap.parse_args()
     cfg = load_config(args.config, args.overrides)
@@ -170,7 +190,7 @@ def main() -> int:
     cfg.train.sample_every = 0
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu":
-        torch.set_num_threads(min(2, torch.get_num_threads()))
+        torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = write_dataset(tmp / "latents", max(args.rows, cfg.train.micro_batch * 2), args.latent, cfg.model.max_tags)
@@ -194,14 +214,22 @@ def main() -> int:
     print(f"device {result['device']}, config {args.config}, latent {args.latent}², micro-batch "
           f"{cfg.train.micro_batch} × accum {cfg.train.grad_accum}")
     print(f"{'checkpointing':>13} {'compile':>7} {'bare img/s':>11} {'trainer img/s':>14} {'trainer/bare':>12} "
-          f"{'MFU':>6} {'peak GiB':>8}")
+          f"{'GFLOP/s':>8} {'MFU':>6} {'peak GiB':>8}")
     for r in rows:
         mfu_s = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
         mem = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "n/a"
         print(f"{str(r['checkpointing']):>13} {str(r['compile']):>7} {r['bare_images_per_s']:11.1f} "
-              f"{r['trainer_images_per_s']:14.1f} {r['trainer_over_bare']:12.3f} {mfu_s:>6} {mem:>8}")
+              f"{r['trainer_images_per_s']:14.1f} {r['trainer_over_bare']:12.3f} {r['model_gflops_per_s']:8.1f} {mfu_s:>6} "
+              f"{mem:>8}")
     if "max_micro_batch" in result:
-        print("largest micro-batch that fits:", result["max_micro_batch"])
+        print("largest micro-batch that fits (measured):", result["max_micro_batch"])
+    result["memory_claim_estimate"] = claim = memory_claim_estimate()
+    print(f"\nESTIMATE (planner, not measured): v1 at 1024², {claim['n_params'] / 1e9:.2f}B parameters, "
+          f"bf16 autocast + fp32 master weights + AdamW, on a {claim['gpu_memory_gib']:.0f} GiB {claim['gpu']}")
+    print(f"{'layout':>45} {'GiB at micro-batch 32':>22} {'largest micro-batch':>20}")
+    for key, v in claim.items():
+        if isinstance(v, dict):
+            print(f"{key:>45} {v['gib_at_micro_batch_32']:22.1f} {v['largest_micro_batch']:20d}")
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.json, result)
     return 0

@@ -16,27 +16,18 @@ import torch
 
 log = logging.getLogger("vampdiffusion.train")
 
-# Dense bf16 tensor-core peaks (FLOP/s) per GPU, from the vendors' data sheets (no sparsity).
-GPU_PEAK_FLOPS = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "RTX 4090": 165e12,
-    "L40S": 362e12,
-    "A6000": 155e12,
-}
-
-
 def device_peak_flops(device: torch.device, configured: float) -> float:
-    """Peak FLOP/s of one device: `configured` when > 0, else looked up from the CUDA device name; 0 = unknown."""
+    """Peak FLOP/s of one device: `configured` when > 0, else the planner's datasheet peak for the CUDA
+    device's name (RTX 4090, A100, H100, H200); 0 = unknown (CPU, other GPUs: set train.peak_tflops)."""
     if configured > 0:
         return configured
     if device.type != "cuda":
         return 0.0
-    name = torch.cuda.get_device_name(device)
-    for key, flops in GPU_PEAK_FLOPS.items():
+    from vampdiffusion.models.planner import GPUS
+    name = torch.cuda.get_device_name(device).lower().replace(" ", "")
+    for key, gpu in GPUS.items():
         if key in name:
-            return flops
+            return gpu.peak_tflops * 1e12
     return 0.0
 
 

@@ -237,13 +237,12 @@ def routing_metrics(aux, collapse_threshold: float) -> tuple[dict[str, float], l
     return out, warnings
 
 
-def flops_per_image(cfg: Config, latent_hw: tuple[int, int]) -> float:
-    """Training FLOPs per image (forward + backward, active parameters only) from the planner; 0 if unavailable."""
-    try:
-        from vampdiffusion.models.planner import train_flops_per_image
-    except ImportError:
-        return 0.0
-    return float(train_flops_per_image(cfg.model, latent_hw))
+def flops_per_image(cfg: Config, phase: PhaseConfig, latent_hw: tuple[int, int]) -> float:
+    """Model FLOPs of one training image (active experts only, no recompute) from the planner: the MFU numerator."""
+    from vampdiffusion.models.planner import frozen_backbone_training_flops_per_image, training_flops_per_image
+    if phase.trainable == "experts":
+        return frozen_backbone_training_flops_per_image(cfg.model, latent_hw)
+    return training_flops_per_image(cfg.model, latent_hw)
 
 
 class Trainer:
@@ -375,7 +374,7 @@ class Trainer:
         logger = MetricsLogger(self.run_dir, tcfg.wandb, config_to_dict(cfg), self.run_dir.name) if info.is_main else None
         grid = SampleGrid(cfg, self.run_dir, self.tokenize, self.load_vae) if tcfg.sample_every > 0 else None
         latent_hw = self.latent_hw()
-        flops = flops_per_image(cfg, latent_hw)
+        flops = flops_per_image(cfg, phase, latent_hw)
         peak = device_peak_flops(self.device, tcfg.peak_tflops * 1e12) * info.world_size
         bar = None
         if info.is_main:
@@ -449,6 +448,7 @@ class Trainer:
         scalars.update(norms)
         scalars["lr"] = self.optimizer.param_groups[0]["lr"]
         scalars["images_per_s"] = images_per_s
+        scalars["model_tflops_per_s"] = flops * images_per_s / 1e12      # all ranks together
         scalars["mfu"] = mfu(flops, images_per_s, peak)
         scalars["images_seen"] = self.progress.images_seen
         scalars["nonfinite_total"] = self.progress.nonfinite_total
