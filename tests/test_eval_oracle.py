@@ -8,7 +8,7 @@ from vampdiffusion.data.synth import SynthArgs, plan_posts, render_clean, render
 from vampdiffusion.evaluation.oracle import classify_shape, radial_harmonics, read_image
 
 
-def synthetic_images(size: int, n_posts: int = 300, seed: int = 0):
+def synthetic_images(size: int, n_posts: int = 240, seed: int = 0):
     """Rendered, encoded and decoded images of the normal posts kept by the score stage (u >= 0.3)."""
     posts, _ = plan_posts(SynthArgs(n=n_posts, size=size, seed=seed))
     for p in posts:

@@ -456,6 +456,9 @@ def curves_section(ev: Evaluation) -> R.Section:
     keys = sorted({k for rows in ev.logs.values() for r in rows for k in r if k.startswith("loss/")})
     if keys:
         body += R.line_chart(R.loss_series(ev.logs, keys), "loss terms", "value", log_y=True)
+    norms = sorted({k for rows in ev.logs.values() for r in rows for k in r if k.startswith("grad_norm/")})
+    if norms:  # SPEC §6: router vs backbone gradient norms
+        body += R.line_chart(R.loss_series(ev.logs, norms), "gradient norms", "‖g‖", log_y=True)
     ent = sorted({k for rows in ev.logs.values() for r in rows for k in r if "entropy" in k})
     if ent:
         body += R.line_chart(R.loss_series(ev.logs, ent[:8]), "routing entropy", "nats")
