@@ -55,7 +55,7 @@ class Request:
     cfg_rescale: float | None = None
     seed: int = 0
     n: int = 1
-    size: tuple[int, int] = (1024, 1024)  # (width, height) in pixels
+    size: tuple[int, int] | None = None  # (width, height) in pixels; None = latents.resolution square
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -73,7 +73,8 @@ def with_defaults(req: Request, cfg: Config) -> Request:
                    sampler=s.sampler if req.sampler is None else req.sampler,
                    cfg_scale=s.cfg_scale if req.cfg_scale is None else req.cfg_scale,
                    cfg_rescale=s.cfg_rescale if req.cfg_rescale is None else req.cfg_rescale,
-                   seed=req.seed, n=req.n, size=req.size)
+                   seed=req.seed, n=req.n,
+                   size=(cfg.latents.resolution,) * 2 if req.size is None else tuple(req.size))
 
 
 def check_request(req: Request, cfg: Config) -> None:
@@ -235,9 +236,11 @@ def parse_parameters(text: str) -> dict[str, str]:
 
 def generate(gen: LoadedModel, tags: str, quality: int = 3, style: int | None = None, steps: int | None = None,
              sampler: str | None = None, cfg_scale: float | None = None, cfg_rescale: float | None = None,
-             seed: int = 0, n: int = 1, size: tuple[int, int] = (1024, 1024),
+             seed: int = 0, n: int = 1, size: tuple[int, int] | None = None,
              batch_size: int = 4) -> list[Image.Image]:
-    """n images of one prompt; image i uses seed + i. Each image's .info['parameters'] holds its settings."""
+    """n images of one prompt; image i uses seed + i. Each image's .info['parameters'] holds its settings.
+
+    None settings take the model's config (sample section; size: the latents.resolution square)."""
     req = with_defaults(Request(tags, quality, style, steps, sampler, cfg_scale, cfg_rescale, seed, n, size), gen.cfg)
     check_request(req, gen.cfg)
     if batch_size < 1:
@@ -335,8 +338,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError("give exactly one of --tags \"1girl, solo, …\" or --prompts FILE")
         prompts = [args.tags] if args.tags is not None else read_prompts(args.prompts)
         cfg = read_model_config(args.model)
-        res = cfg.latents.resolution
-        size = parse_size(args.size) if args.size is not None else (res, res)
+        size = parse_size(args.size) if args.size is not None else None
         requests = [with_defaults(Request(p, args.quality, args.style, args.steps, args.sampler, args.cfg,
                                           args.cfg_rescale, args.seed, args.n, size), cfg) for p in prompts]
         for req in requests:
