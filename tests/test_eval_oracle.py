@@ -71,3 +71,8 @@ def test_radial_harmonics_of_ideal_masks():
 def test_oracle_rejects_non_rgb_input():
     with pytest.raises(ValueError, match="RGB"):
         read_image(np.zeros((64, 64)))
+
+
+def test_blank_image_has_background_and_no_objects():
+    r = read_image(np.full((64, 64, 3), 255, np.uint8))
+    assert r.background == "white_background" and r.objects == [] and np.isnan(r.sharpness)

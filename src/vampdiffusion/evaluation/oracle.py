@@ -10,7 +10,7 @@ backgrounds. The oracle measures, with no learned model:
               around the centroid has 3-fold (triangle), 4-fold (square) or 5-fold (star) symmetry, or
               none (circle); the strongest normalised Fourier harmonic |c_k|/c_0, k = 3, 4, 5, decides.
               (Bounding-box fill and convex-hull solidity were tried first: 77% right on blurred, small,
-              outlined or glowing objects, against 99.5% for the harmonics; docs/evaluation.md.)
+              outlined or glowing objects, against 98.8–99.9% for the harmonics; docs/evaluation.md.)
   sharpness   RMS Laplacian in a band around the objects' edges divided by the object/background
               contrast, after a 3×3 median that removes pixel noise (1/pixel² at 64 px;
               every image is first box-resized to 64×64)
@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from vampdiffusion.data.synth import BACKGROUNDS, COLOURS, SHAPES
+from vampdiffusion.data.synth import BACKGROUNDS, COLOURS
 
 # tuning of the analysis (fixed by measurement on the synthetic set itself; docs/evaluation.md)
 FOREGROUND_DISTANCE = 0.18    # RGB distance (0..√3) from the row's background that marks an object pixel
@@ -146,11 +146,10 @@ def read_image(img: np.ndarray) -> OracleReading:
     img = img.astype(np.float64) / 255.0
     H, W, _ = img.shape
     background, bg_rows = classify_background(img)
-    smooth = img
-    dist = np.linalg.norm(smooth - bg_rows[:, None, :], axis=-1)                    # (H, W)
-    chroma = smooth.max(-1) - smooth.min(-1)
-    value = smooth.max(-1)
-    hue = _hue(smooth)
+    dist = np.linalg.norm(img - bg_rows[:, None, :], axis=-1)                       # (H, W)
+    chroma = img.max(-1) - img.min(-1)                                               # (H, W)
+    value = img.max(-1)                                                              # (H, W)
+    hue = _hue(img)                                                                  # (H, W) degrees
     dh = np.abs((hue[..., None] - PALETTE_HUES + 180.0) % 360.0 - 180.0)            # (H, W, 6)
     group = dh.argmin(-1)
     candidate = (dist > FOREGROUND_DISTANCE) & (chroma > MIN_CHROMA)
