@@ -132,3 +132,11 @@ def test_model_folder_without_vocab_is_refused(model_dir, tmp_path, capsys):
     (d / "vocab.json").unlink()
     assert main(["generate", "--model", str(d), "--tags", "1girl"]) == 2
     assert "lacks vocab.json" in capsys.readouterr().err
+
+
+def test_forced_style_expert_is_used_and_recorded(gen):
+    kw = dict(quality=3, steps=1, cfg_scale=1.0, size=(32, 32), seed=4)
+    routed = G.generate(gen, "1girl, solo", **kw)[0]
+    forced = G.generate(gen, "1girl, solo", style=5, **kw)[0]
+    assert G.parse_parameters(forced.info["parameters"])["Style"] == "5"
+    assert not np.array_equal(np.asarray(routed), np.asarray(forced))
