@@ -283,6 +283,10 @@ class Trainer:
                 log.warning("checkpoint was written by %d processes, this run has %d: global RNG states reseeded "
                             "(the loss noise and data order still follow the step)", len(rng), info.world_size)
         self.batches = iter(self.loader)
+        # the routing of the latest forward, for the logged statistics; a permanent hook (adding and
+        # removing one per logging step would make torch.compile recompile)
+        self.last_aux = None
+        self.model.register_forward_hook(lambda module, args, out: setattr(self, "last_aux", out[1]))
         self.wrapped = D.wrap_ddp(self.model, info)
         if cfg.train.compile:
             self.wrapped = torch.compile(self.wrapped)
@@ -328,15 +332,11 @@ class Trainer:
         cfg, info = self.cfg, self.info
         accum = cfg.train.grad_accum
         sums: dict[str, torch.Tensor] = {}
-        aux_holder: list = []
-        hook = None
         generator = torch.Generator()
         for m in range(accum):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in next(self.batches).items()}
             generator.manual_seed(slot_seed(cfg.train.seed, self.progress.step, m * info.world_size + info.rank))
             last = m == accum - 1
-            if want_stats and last:
-                hook = self.model.register_forward_hook(lambda mod, inp, out: aux_holder.append(out[1]))
             with D.gradient_sync(self.wrapped, sync=last), autocast_context(cfg, self.device):
                 loss, metrics = training_loss(self.wrapped, batch, self.schedule, cfg.diffusion,
                                               self.phase.lambda_spec, generator)
@@ -344,8 +344,6 @@ class Trainer:
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + (v.detach() if torch.is_tensor(v) else torch.tensor(float(v)))
             sums["loss"] = sums.get("loss", 0.0) + loss.detach()
-        if hook is not None:
-            hook.remove()
         norms = {}
         if want_stats:
             for key, params in parameter_groups(self.model).items():
@@ -363,7 +361,7 @@ class Trainer:
         if finite:
             self.ema.update(self.model)
         norms["grad_norm/total"] = float(total_norm) if want_stats else float("nan")
-        return finite, stop, sums, (aux_holder[0] if aux_holder else None), norms
+        return finite, stop, sums, (self.last_aux if want_stats else None), norms
 
     # -- the loop -------------------------------------------------------------
 
