@@ -1,0 +1,79 @@
+"""`vamp demo` end to end on the embedded default (slow: the whole pipeline, ≈ 12 min on 2 cores)."""
+
+import json
+import time
+
+import pytest
+
+from vampdiffusion.demo import DemoArgs, demo_config, run_demo, run_encode, run_prepare, run_synth, stage_done
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory, taesdxl_path):
+    out = tmp_path_factory.mktemp("demo")
+    a = DemoArgs(out=out, vae_path=str(taesdxl_path))
+    t0 = time.time()
+    results = run_demo(a)
+    return a, results, time.time() - t0
+
+
+@pytest.mark.slow
+def test_demo_learns_colour_from_the_tags(demo):
+    _, results, _ = demo
+    colour = results["oracle"]["attributes"]["colour"]
+    assert colour["chance"] <= 1 / 6
+    assert colour["accuracy"] >= 0.80
+
+
+@pytest.mark.slow
+def test_demo_sharpness_rises_with_quality_tier(demo):
+    _, results, _ = demo
+    sharp = results["oracle"]["sharpness"]["generated"]
+    values = [sharp[str(q)] for q in range(4)]
+    assert all(b > a for a, b in zip(values, values[1:])), values
+
+
+@pytest.mark.slow
+def test_demo_style_routing_is_well_above_chance_after_phase_2(demo):
+    _, results, _ = demo
+    routing = results["demo"]["routing_by_phase"]
+    assert routing["phase 2"]["style"]["accuracy_mean"] >= 3 / 8
+    assert routing["phase 2"]["style"]["chance"] == 1 / 8
+
+
+@pytest.mark.slow
+def test_demo_every_filter_stage_removes_something(demo):
+    a, _, _ = demo
+    stages = json.loads((a.out / "prepared" / "stages.json").read_text())
+    assert len(stages) >= 6 and all(s["removed"] > 0 for s in stages)
+    for before, after in zip(stages, stages[1:]):
+        assert before["out"] == after["in"]
+
+
+@pytest.mark.slow
+def test_demo_writes_a_report_with_every_section(demo):
+    a, results, _ = demo
+    html = (a.out / "report.html").read_text()
+    for anchor in ("overview", "data", "routing-phases", "composition"):
+        assert f'id="{anchor}"' in html
+    assert (a.out / "eval.json").is_file() and all(c["passed"] for c in results["demo"]["checks"])
+
+
+@pytest.mark.slow
+def test_demo_finishes_within_15_minutes(demo):
+    _, _, seconds = demo
+    assert seconds <= 15 * 60
+
+
+@pytest.mark.slow
+def test_demo_second_run_reuses_finished_stages(demo):
+    a, _, _ = demo
+    cfg = demo_config(a, [])
+    t0 = time.time()
+    run_synth(a, a.out / "synth")
+    run_prepare(cfg, a.out / "synth", a.out / "prepared")
+    run_encode(cfg, a.out / "prepared", a.out / "latents")
+    assert time.time() - t0 < 5
+    for p in (1, 2, 3):
+        assert (a.out / f"phase{p}" / ".done.json").is_file()
+    assert not stage_done(a.out / "synth", {"n": a.n + 1, "size": a.size, "seed": a.seed})
