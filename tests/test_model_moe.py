@@ -157,3 +157,10 @@ def test_quality_specialisation_loss_equals_cross_entropy():
     tiers = torch.tensor([0, 1, 2, 3, 3])
     expected = torch.stack([F.cross_entropy(logits[i], tiers) for i in range(7)]).mean()
     torch.testing.assert_close(specialisation_loss(logits, tiers), expected)
+
+
+def test_grouped_dispatch_uses_grouped_mm_for_bf16_and_bmm_otherwise():
+    from vampdiffusion.models.moe import grouped_mm_supported
+    cpu = torch.device("cpu")
+    assert grouped_mm_supported(cpu, torch.bfloat16) is hasattr(torch, "_grouped_mm")
+    assert grouped_mm_supported(cpu, torch.float32) is False  # the fp32 path takes the bmm fallback
