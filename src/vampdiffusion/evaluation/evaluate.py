@@ -120,6 +120,8 @@ def fid_results(weights: str, generated: dict[int, list[Image.Image]], real: lis
     path = resolve_inception_weights(weights)
     if path is None:
         return {"status": f"skipped: no Inception weights at {Path(weights).expanduser()}"}
+    if len(real) < 2:
+        return {"status": f"skipped: {len(real)} held-out image(s); FID needs at least 2"}
     model = load_inception(path, device)
 
     def features(images: list[Image.Image]) -> np.ndarray:
