@@ -219,7 +219,8 @@ def oracle_results(gen_images: dict[int, list[Image.Image]], gen_truths: list[di
         c_ok, c_n = calib[name]
         calibration = c_ok / c_n if c_n else None
         ok, n = pooled[name]
-        entry = {"chance": chance[name], "calibration": calibration, "calibration_images": c_n, "images": n}
+        # counts are prompts (objects for colour_pair) behind each accuracy
+        entry = {"chance": chance[name], "calibration": calibration, "calibration_count": c_n, "count": n}
         if calibration is not None and calibration >= min_accuracy and n:
             entry["accuracy"] = ok / n
             entry["per_tier"] = {str(q): (v[name][0] / v[name][1] if v[name][1] else None) for q, v in per_tier.items()}
