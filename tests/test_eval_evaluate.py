@@ -17,8 +17,8 @@ from vampdiffusion.data.synth import SynthArgs, plan_posts, render_file, truth_r
 from vampdiffusion.data.vae import load_vae
 from vampdiffusion.data.vocab import TagVocab
 from vampdiffusion.evaluation.clip_score import clip_unavailable
-from vampdiffusion.evaluation.evaluate import evaluate, fid_results, main, write_outputs
-from vampdiffusion.evaluation.inception import FIDInceptionV3
+from vampdiffusion.evaluation.evaluate import Measured, evaluate, fid_results, main, write_outputs
+from vampdiffusion.evaluation.inception import FIDInceptionV3, load_inception
 from vampdiffusion.models.dit import VampDiT
 
 
@@ -108,10 +108,14 @@ def test_outputs_written_with_report_sections(evaluation, setup, tmp_path):
 def test_fid_with_weights_gives_numbers_per_tier(tmp_path):
     path = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
     torch.save(FIDInceptionV3().state_dict(), path)
+    inception = load_inception(path)
     rng = np.random.default_rng(0)
     im = lambda: Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
-    out = fid_results(str(path), {0: [im(), im()]}, [im() for _ in range(4)], np.array([0, 0, 3, 3]),
-                      batch_size=8, device="cpu")
+    gen, real = Measured(keep=1), Measured(keep=1)
+    gen.add(np.arange(2), [im(), im()], inception)
+    real.add(np.arange(4), [im() for _ in range(4)], inception)
+    assert len(gen.kept()) == 1 and real.feature_array().shape == (4, 2048)
+    out = fid_results(path, {0: gen.feature_array()}, real.feature_array(), np.array([0, 0, 3, 3]))
     assert out["status"] == "ok" and out["ordering_holds"] is False  # tiers 1..3 missing
     assert out["per_tier"]["0"]["fid"] >= 0 and out["per_tier"]["0"]["fid_same_tier"] >= 0
     assert "rank-deficient" in out["note"]

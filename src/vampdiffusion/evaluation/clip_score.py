@@ -33,21 +33,33 @@ def prompt_text(tags: str) -> str:
     return ", ".join(p for p in parts if p)
 
 
+def load_clip(model_name: str, weights: str, device: str | torch.device = "cpu"):
+    """(model, preprocess, tokenizer) of open_clip; call clip_unavailable first."""
+    import open_clip
+    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(weights), device=device)
+    return model.eval(), preprocess, open_clip.get_tokenizer(model_name)
+
+
 @torch.no_grad()
+def clip_scores(clip, images: list[Image.Image], prompts: list[str]) -> list[float]:
+    """Per image: max(100 · cos(E_img(x_i), E_txt(p_i)), 0)."""
+    model, preprocess, tokenizer = clip
+    if len(images) != len(prompts):
+        raise ValueError(f"CLIP score needs one prompt per image, got {len(images)} images and {len(prompts)} prompts")
+    if not images:
+        return []
+    device = next(model.parameters()).device
+    x = torch.stack([preprocess(im.convert("RGB")) for im in images]).to(device)
+    t = tokenizer([prompt_text(p) for p in prompts]).to(device)
+    e_img = torch.nn.functional.normalize(model.encode_image(x).float(), dim=-1)
+    e_txt = torch.nn.functional.normalize(model.encode_text(t).float(), dim=-1)
+    return (100.0 * (e_img * e_txt).sum(-1)).clamp(min=0.0).cpu().tolist()  # 100·cos, clamped at 0
+
+
 def clip_score(images: list[Image.Image], prompts: list[str], model_name: str, weights: str,
                device: str | torch.device = "cpu", batch_size: int = 32) -> float:
     """mean_i max(100 · cos(E_img(x_i), E_txt(p_i)), 0)."""
-    import open_clip
-    if len(images) != len(prompts):
-        raise ValueError(f"CLIP score needs one prompt per image, got {len(images)} images and {len(prompts)} prompts")
-    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(weights), device=device)
-    tokenizer = open_clip.get_tokenizer(model_name)
-    model.eval()
-    scores = []
-    for i in range(0, len(images), batch_size):
-        x = torch.stack([preprocess(im.convert("RGB")) for im in images[i:i + batch_size]]).to(device)
-        t = tokenizer([prompt_text(p) for p in prompts[i:i + batch_size]]).to(device)
-        e_img = torch.nn.functional.normalize(model.encode_image(x).float(), dim=-1)
-        e_txt = torch.nn.functional.normalize(model.encode_text(t).float(), dim=-1)
-        scores.append((100.0 * (e_img * e_txt).sum(-1)).clamp(min=0.0))  # 100·cos, clamped at 0
-    return float(torch.cat(scores).mean()) if scores else float("nan")
+    clip = load_clip(model_name, weights, device)
+    scores = [s for i in range(0, len(images), batch_size)
+              for s in clip_scores(clip, images[i:i + batch_size], prompts[i:i + batch_size])]
+    return float(sum(scores) / len(scores)) if scores else float("nan")

@@ -13,6 +13,8 @@
    eval.oracle_min_accuracy is withheld, its calibration shown instead.
 5. eval.json and report.html (self-contained) in --out, plus the sample grids as PNGs.
 
+Images are measured batch by batch as they come (`Measured`), so memory does not grow with n_per_tier.
+
 The functions are the API `vamp demo` builds on: `evaluate(...)` returns an `Evaluation`,
 `eval_sections(evaluation)` the report sections, `write_outputs(...)` the files.
 """
@@ -46,9 +48,9 @@ STYLE_NAMES = ("dark/gothic", "soft pastel", "bold lineart", "painterly", "flat 
 class Evaluation:
     """Everything one evaluation measured and drew; `results` is what eval.json holds."""
     results: dict
-    tier_images: dict[int, list[Image.Image]] = field(default_factory=dict)    # tier -> images (prompt i at column i)
+    tier_images: dict[int, list[Image.Image]] = field(default_factory=dict)    # tier -> first grid_columns images (prompt i at column i)
     style_images: dict[int, list[Image.Image]] = field(default_factory=dict)   # style label -> tier-3 images
-    real_images: list[Image.Image] = field(default_factory=list)               # decoded held-out latents
+    real_images: list[Image.Image] = field(default_factory=list)               # first grid_columns decoded held-out latents
     logs: dict[str, list[dict]] = field(default_factory=dict)                  # run name -> metrics.jsonl rows
 
 
@@ -71,13 +73,12 @@ def pick_prompt_rows(ds, n: int, seed: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def generate_rows(gen, ds, rows: np.ndarray, quality: int, seeds: list[int], batch_size: int,
-                  style_override: int | None = None, progress=None) -> list[Image.Image]:
-    """One image per dataset row from its held-out tags at the given quality tier (image k uses seeds[k]),
-    at the row's latent size; batches never mix sizes."""
+def generate_batches(gen, ds, rows: np.ndarray, quality: int, seeds: list[int], batch_size: int,
+                     style_override: int | None = None):
+    """Yield (positions, images): one image per dataset row from its held-out tags at the given quality
+    tier (position k uses seeds[k]), at the row's latent size; batches never mix sizes."""
     from vampdiffusion.generation.generate import VAE_FACTOR, decode, sample_latents
     s = gen.cfg.sample
-    images: list[Image.Image | None] = [None] * len(rows)
     buckets = ds.bucket[rows]
     for b in np.unique(buckets):
         h, w = ds.bucket_shapes[b]
@@ -90,54 +91,79 @@ def generate_rows(gen, ds, rows: np.ndarray, quality: int, seeds: list[int], bat
             latents = sample_latents(gen, tag_ids, torch.full((B,), quality, dtype=torch.long),
                                      [seeds[k] for k in idx], (int(w) * VAE_FACTOR, int(h) * VAE_FACTOR),
                                      s.steps, s.sampler, s.cfg_scale, s.cfg_rescale, style)
-            for k, im in zip(idx, decode(gen, latents)):
-                images[k] = im
-            if progress is not None:
-                progress(B)
+            yield idx, decode(gen, latents)
+
+
+def generate_rows(gen, ds, rows: np.ndarray, quality: int, seeds: list[int], batch_size: int,
+                  style_override: int | None = None) -> list[Image.Image]:
+    """generate_batches collected into a list in row order (for small sets: grids)."""
+    images: list[Image.Image | None] = [None] * len(rows)
+    for idx, batch in generate_batches(gen, ds, rows, quality, seeds, batch_size, style_override):
+        for k, im in zip(idx, batch):
+            images[k] = im
     return images  # type: ignore[return-value]
 
 
 @torch.no_grad()
-def decode_rows(gen, ds, rows: np.ndarray, batch_size: int) -> list[Image.Image]:
-    """The held-out latents of these rows, decoded by the model's VAE (the real reference images)."""
+def decode_batches(gen, ds, rows: np.ndarray, batch_size: int):
+    """Yield (positions, images): the held-out latents of these rows decoded by the model's VAE (the real reference)."""
     from vampdiffusion.generation.generate import decode
-    images: dict[int, Image.Image] = {}
+    position = {int(r): k for k, r in enumerate(rows)}
     for sel, batch in heldout_batches(ds, rows, batch_size):
-        for r, im in zip(sel.tolist(), decode(gen, batch["latent"])):
-            images[r] = im
-    return [images[int(r)] for r in rows]
+        yield np.array([position[int(r)] for r in sel]), decode(gen, batch["latent"])
+
+
+@dataclass
+class Measured:
+    """What a stream of images leaves behind, batch by batch, so that no run holds all its images:
+    the first `keep` images (for the grids), Inception features, oracle readings, CLIP scores."""
+    keep: int
+    images: dict[int, Image.Image] = field(default_factory=dict)
+    features: list[np.ndarray] = field(default_factory=list)
+    readings: dict[int, object] = field(default_factory=dict)
+    clip: list[float] = field(default_factory=list)
+
+    def add(self, positions: np.ndarray, images: list[Image.Image], inception=None, batch_size: int = 32,
+            read_oracle: bool = False, clip=None, prompts: list[str] | None = None) -> None:
+        from vampdiffusion.evaluation.clip_score import clip_scores
+        from vampdiffusion.evaluation.inception import inception_features
+        from vampdiffusion.evaluation.oracle import read_image
+        for k, im in zip(positions.tolist(), images):
+            if k < self.keep:
+                self.images[k] = im
+            if read_oracle:
+                self.readings[k] = read_image(np.asarray(im.convert("RGB")))
+        if inception is not None:
+            x = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images])).permute(0, 3, 1, 2)
+            self.features.append(inception_features(inception, x.float() / 255.0, batch_size).numpy())
+        if clip is not None:
+            self.clip += clip_scores(clip, images, [prompts[k] for k in positions.tolist()])
+
+    def kept(self) -> list[Image.Image]:
+        return [self.images[k] for k in sorted(self.images)]
+
+    def feature_array(self) -> np.ndarray:
+        return np.concatenate(self.features) if self.features else np.zeros((0, 0))
 
 
 # ----------------------------------------------------------------------------
 # FID, CLIP
 # ----------------------------------------------------------------------------
 
-def fid_results(weights: str, generated: dict[int, list[Image.Image]], real: list[Image.Image],
-                real_tiers: np.ndarray, batch_size: int, device) -> dict:
-    """FID of each tier's generated images against all decoded held-out images, and against the same tier's."""
+def fid_results(weights_path: Path, generated: dict[int, np.ndarray], real: np.ndarray, real_tiers: np.ndarray) -> dict:
+    """From Inception features: FID of each tier's generated images against all decoded held-out images,
+    and against the held-out images of the same tier."""
     from vampdiffusion.evaluation.fid import fid_from_features
-    from vampdiffusion.evaluation.inception import inception_features, load_inception, resolve_inception_weights
-    path = resolve_inception_weights(weights)
-    if path is None:
-        return {"status": f"skipped: no Inception weights at {Path(weights).expanduser()}"}
     if len(real) < 2:
         return {"status": f"skipped: {len(real)} held-out image(s); FID needs at least 2"}
-    model = load_inception(path, device)
-
-    def features(images: list[Image.Image]) -> np.ndarray:
-        x = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images])).permute(0, 3, 1, 2)
-        return inception_features(model, x.float() / 255.0, batch_size).numpy()
-
-    f_real = features(real)
-    out: dict = {"status": "ok", "weights": str(path), "reference": "decoded held-out latents",
-                 "real_images": len(real), "per_tier": {}}
-    for q, images in generated.items():
-        f_gen = features(images)
-        same = f_real[real_tiers == q]
+    out: dict = {"status": "ok", "weights": str(weights_path), "reference": "decoded held-out latents",
+                 "real_images": int(len(real)), "per_tier": {}}
+    for q, f_gen in generated.items():
+        same = real[real_tiers == q]
         out["per_tier"][str(q)] = {
-            "generated": len(images),
-            "fid": fid_from_features(f_gen, f_real) if len(images) >= 2 else None,
-            "fid_same_tier": fid_from_features(f_gen, same) if len(same) >= 2 and len(images) >= 2 else None,
+            "generated": int(len(f_gen)),
+            "fid": fid_from_features(f_gen, real) if len(f_gen) >= 2 else None,
+            "fid_same_tier": fid_from_features(f_gen, same) if len(same) >= 2 and len(f_gen) >= 2 else None,
             "real_same_tier": int(len(same)),
         }
     fids = [out["per_tier"].get(str(q), {}).get("fid") for q in range(NUM_TIERS)]
@@ -146,16 +172,6 @@ def fid_results(weights: str, generated: dict[int, list[Image.Image]], real: lis
         out["note"] = (f"{len(real)} reference images: below the 2048 feature dimensions, so the covariance is "
                        f"rank-deficient and FID is biased upward; compare tiers with each other, not with published FIDs")
     return out
-
-
-def clip_results(cfg, images: dict[int, list[Image.Image]], prompts: list[str], device) -> dict:
-    from vampdiffusion.evaluation.clip_score import clip_score, clip_unavailable
-    why = clip_unavailable(cfg.clip_model, cfg.clip_weights)
-    if why is not None:
-        return {"status": why}
-    return {"status": "ok", "model": cfg.clip_model,
-            "per_tier": {str(q): clip_score(ims, prompts[:len(ims)], cfg.clip_model, cfg.clip_weights, device)
-                         for q, ims in images.items()}}
 
 
 # ----------------------------------------------------------------------------
@@ -202,15 +218,13 @@ def oracle_chance(num_colours: int, num_shapes: int, num_backgrounds: int) -> di
             "colour_pair": 2 / num_colours}  # a random pair of distinct colours holds each prompted colour w.p. 2/6
 
 
-def oracle_results(gen_images: dict[int, list[Image.Image]], gen_truths: list[dict],
-                   real_images: list[Image.Image], real_truths: list[dict], real_tiers: np.ndarray,
-                   min_accuracy: float) -> dict:
+def oracle_results(gen_read: dict[int, list], gen_truths: list[dict], real_read: list, real_truths: list[dict],
+                   real_tiers: np.ndarray, min_accuracy: float) -> dict:
+    """Oracle readings of generated images (per tier, aligned with gen_truths) and of the decoded held-out
+    latents (the calibration) → accuracy per attribute with chance levels, sharpness per tier."""
     from vampdiffusion.data.synth import BACKGROUNDS, COLOURS, SHAPES
-    from vampdiffusion.evaluation.oracle import read_image
-    real_read = [read_image(np.asarray(im)) for im in real_images]
     calib = oracle_scores(real_read, real_truths)
     chance = oracle_chance(len(COLOURS), len(SHAPES), len(BACKGROUNDS))
-    gen_read = {q: [read_image(np.asarray(im)) for im in ims] for q, ims in gen_images.items()}
     pooled = oracle_scores([r for q in sorted(gen_read) for r in gen_read[q]],
                            [t for q in sorted(gen_read) for t in gen_truths[:len(gen_read[q])]])
     per_tier = {q: oracle_scores(gen_read[q], gen_truths[:len(gen_read[q])]) for q in gen_read}
@@ -284,48 +298,68 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, truth: str | Path | No
     results["routing"] = metrics_from_record(record, cfg.model.num_style_experts, cfg.model.num_quality_experts,
                                              ec.collapse_threshold)
 
-    # 2. generation: the same prompts and seeds at every tier
+    # what each image is measured with (loaded once; None when unavailable, with the reason in the results)
+    from vampdiffusion.evaluation.clip_score import clip_unavailable, load_clip
+    from vampdiffusion.evaluation.inception import load_inception, resolve_inception_weights
+    weights = resolve_inception_weights(ec.inception_weights)
+    inception = load_inception(weights, gen.device) if weights is not None else None
+    clip_why = clip_unavailable(ec.clip_model, ec.clip_weights)
+    clip = load_clip(ec.clip_model, ec.clip_weights, gen.device) if clip_why is None else None
+    known = np.array([int(i) in truth_map for i in ds.ids])
+    read_oracle = bool(known.any())
+
+    # 2. generation: the same prompts and seeds at every tier, measured batch by batch
     prompt_rows = pick_prompt_rows(ds, ec.n_per_tier, ec.seed)
     seeds = [ec.seed * 1_000_003 + i for i in range(len(prompt_rows))]
-    total = NUM_TIERS * len(prompt_rows) + ec.style_samples * 8
-    bar = tqdm(total=total, desc="eval: generating", unit="img", disable=not show_progress)
-    tier_images = {q: generate_rows(gen, ds, prompt_rows, q, seeds, ec.batch_size, progress=bar.update)
-                   for q in range(NUM_TIERS)}
+    prompts = [" ".join(gen.vocab.tokens[i] for i in ds.tag_batch(prompt_rows[k:k + 1])[0] if i > 3)
+               for k in range(len(prompt_rows))]
+    style_rows = {s: np.flatnonzero(ds.style == s)[:ec.style_samples] for s in range(cfg.model.num_style_experts)}
+    total = NUM_TIERS * len(prompt_rows) + sum(len(r) for r in style_rows.values()) + len(ds)
+    bar = tqdm(total=total, desc="eval: generating and measuring", unit="img", disable=not show_progress)
+    generated: dict[int, Measured] = {}
+    for q in range(NUM_TIERS):
+        generated[q] = Measured(keep=ec.grid_columns)
+        for idx, images in generate_batches(gen, ds, prompt_rows, q, seeds, ec.batch_size):
+            generated[q].add(idx, images, inception, ec.batch_size, read_oracle, clip, prompts)
+            bar.update(len(idx))
     style_images: dict[int, list[Image.Image]] = {}
-    for s in range(cfg.model.num_style_experts):
-        srows = np.flatnonzero(ds.style == s)[:ec.style_samples]
+    for s, srows in style_rows.items():
         if len(srows):
-            style_images[s] = generate_rows(gen, ds, srows, NUM_TIERS - 1, seeds[:len(srows)], ec.batch_size,
-                                            progress=bar.update)
+            style_images[s] = generate_rows(gen, ds, srows, NUM_TIERS - 1, seeds[:len(srows)], ec.batch_size)
+            bar.update(len(srows))
+    real = Measured(keep=ec.grid_columns)
+    for idx, images in decode_batches(gen, ds, rows, ec.batch_size):
+        real.add(idx, images, inception, ec.batch_size, read_oracle)
+        bar.update(len(idx))
     bar.close()
-    real_images = decode_rows(gen, ds, rows, ec.batch_size)
     real_tiers = ds.quality[rows]
 
     # 3. FID, CLIP
-    results["fid"] = fid_results(ec.inception_weights, tier_images, real_images, real_tiers, ec.batch_size, gen.device)
-    prompts = [" ".join(gen.vocab.tokens[i] for i in ds.tag_batch(prompt_rows[k:k + 1])[0] if i > 3)
-               for k in range(len(prompt_rows))]
-    results["clip"] = clip_results(ec, tier_images, prompts, gen.device)
+    if inception is None:
+        results["fid"] = {"status": f"skipped: no Inception weights at {Path(ec.inception_weights).expanduser()}"}
+    else:
+        results["fid"] = fid_results(weights, {q: m.feature_array() for q, m in generated.items()},
+                                     real.feature_array(), real_tiers)
+    results["clip"] = ({"status": clip_why} if clip is None else
+                       {"status": "ok", "model": ec.clip_model,
+                        "per_tier": {str(q): float(np.mean(m.clip)) for q, m in generated.items()}})
 
     # 4. oracle
-    if truth is not None:
-        ids = ds.ids
-        known = np.array([int(i) in truth_map for i in ids])
-        if not known.any():
-            results["oracle"] = {"status": f"skipped: none of the {len(ids)} held-out ids is in {truth}"}
-        else:
-            keep = np.flatnonzero(known[prompt_rows])
-            gen_keep = {q: [ims[k] for k in keep] for q, ims in tier_images.items()}
-            gen_truths = [truth_map[int(ids[prompt_rows[k]])] for k in keep]
-            real_keep = np.flatnonzero(known)
-            results["oracle"] = oracle_results(gen_keep, gen_truths, [real_images[k] for k in real_keep],
-                                               [truth_map[int(ids[k])] for k in real_keep], real_tiers[real_keep],
-                                               ec.oracle_min_accuracy)
-            results["oracle"]["status"] = "ok"
-            results["oracle"]["missing_truth"] = int((~known).sum())
-            results["oracle"]["malformed_truth_lines"] = truth_bad
-    else:
+    if truth is None:
         results["oracle"] = {"status": "skipped: no --truth file (the oracle reads the synthetic dataset only)"}
+    elif not read_oracle:
+        results["oracle"] = {"status": f"skipped: none of the {len(ds)} held-out ids is in {truth}"}
+    else:
+        keep = np.flatnonzero(known[prompt_rows])
+        gen_truths = [truth_map[int(ds.ids[prompt_rows[k]])] for k in keep]
+        real_keep = np.flatnonzero(known)
+        results["oracle"] = oracle_results({q: [m.readings[k] for k in keep] for q, m in generated.items()}, gen_truths,
+                                           [real.readings[k] for k in real_keep],
+                                           [truth_map[int(ds.ids[k])] for k in real_keep], real_tiers[real_keep],
+                                           ec.oracle_min_accuracy)
+        results["oracle"]["status"] = "ok"
+        results["oracle"]["missing_truth"] = int((~known).sum())
+        results["oracle"]["malformed_truth_lines"] = truth_bad
 
     # 5. training logs
     run_logs: dict[str, list[dict]] = {}
@@ -338,8 +372,8 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, truth: str | Path | No
                 log.warning("%s: %d malformed line(s) skipped", p, bad)
     results["logs"] = [str(p) for p in log_paths]
     results["seconds"] = round(time.time() - t0, 1)
-    return Evaluation(results=results, tier_images=tier_images, style_images=style_images,
-                      real_images=real_images, logs=run_logs)
+    return Evaluation(results=results, tier_images={q: m.kept() for q, m in generated.items()},
+                      style_images=style_images, real_images=real.kept(), logs=run_logs)
 
 
 # ----------------------------------------------------------------------------
