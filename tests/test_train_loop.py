@@ -138,7 +138,3 @@ def test_nonfinite_steps_are_skipped_then_stop(data, tmp_path, monkeypatch):
     assert [r["step"] for r in rows] == [1, 2, 3, 4]       # step 2's first try was skipped, not counted
     assert rows[-1]["nonfinite_total"] == 1
 
-
-def test_fsdp_is_refused_with_a_clear_error(data, tmp_path):
-    with pytest.raises(T.ConfigError, match="train.distributed=ddp"):
-        T.train(tiny_config("train.distributed=fsdp"), 1, data, tmp_path / "f")

@@ -108,8 +108,13 @@ def test_truncated_checkpoint_falls_back_to_previous_with_warning(tmp_path, capl
     newest = ckpt.save_checkpoint(tmp_path, 20, {"step": 20, "w": torch.arange(1000.0)}, keep_last=3)
     data = newest.read_bytes()
     newest.write_bytes(data[: len(data) // 2])
-    with caplog.at_level(logging.WARNING, logger="vampdiffusion.train"):
-        state, path = ckpt.load_latest_valid(tmp_path)
+    logger = logging.getLogger("vampdiffusion.train")  # the trainer stops propagation: listen on it directly
+    logger.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.WARNING, logger="vampdiffusion.train"):
+            state, path = ckpt.load_latest_valid(tmp_path)
+    finally:
+        logger.removeHandler(caplog.handler)
     assert state["step"] == 10
     assert "truncated" in caplog.text and "step_00000020.pt" in caplog.text
 

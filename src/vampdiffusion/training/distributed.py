@@ -1,4 +1,4 @@
-"""One process per GPU under torchrun: DDP.
+"""One process per GPU under torchrun: DDP (default) or FSDP2 `fully_shard`.
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK (and MASTER_ADDR / MASTER_PORT); without them the
 run is a single process and nothing here talks to a process group. NCCL on CUDA, gloo on CPU.
@@ -59,6 +59,32 @@ def wrap_ddp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
                                    broadcast_buffers=False)
 
 
+def shard_fsdp(model: torch.nn.Module, info: DistInfo) -> torch.nn.Module:
+    """FSDP2: one unit per block's attention, modulation and dense FFN, then the root for the rest.
+
+    Parameters become DTensors (build the optimizer and EMA after this). A unit's parameters are
+    gathered only inside that module's forward, and the MoE routers run before the blocks (in
+    VampDiT._route) while expert weights are read by the dispatch functions, so the MoE layers stay
+    in the root unit: gathered once per forward, still sharded in optimizer, gradients and storage.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    mesh = init_device_mesh(info.device.type, (info.world_size,))
+    for block in model.blocks:
+        fully_shard(block.attn, mesh=mesh)
+        fully_shard(block.adaLN_modulation, mesh=mesh)
+        if block.kind == "dense":
+            fully_shard(block.ffn, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    return model
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A DTensor gathered to a plain CPU tensor (a collective: call on all ranks); other tensors to CPU."""
+    return t.full_tensor().cpu() if hasattr(t, "full_tensor") else t.detach().cpu()
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return model.module if isinstance(model, DistributedDataParallel) else model
 
@@ -69,7 +95,18 @@ def gradient_sync(model: torch.nn.Module, sync: bool):
         return contextlib.nullcontext()
     if isinstance(model, DistributedDataParallel):
         return model.no_sync()
+    if hasattr(model, "set_requires_gradient_sync"):  # an FSDP2 module
+        return _fsdp_no_sync(model)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(model):
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -95,11 +95,14 @@ class MetricsLogger:
 
 
 def grad_norm(params: list[torch.nn.Parameter]) -> float:
-    """‖g‖₂ over the parameters that have a gradient (0 when none has)."""
-    grads = [p.grad.detach().float() for p in params if p.grad is not None]
-    if not grads:
-        return 0.0
-    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+    """‖g‖₂ over the parameters that have a gradient (0 when none has); FSDP2 shards are summed over ranks."""
+    from vampdiffusion.training.distributed import all_reduce_sum
+    plain = [p.grad.detach().float() for p in params if p.grad is not None and not hasattr(p.grad, "to_local")]
+    shards = [p.grad.to_local().detach().float() for p in params if p.grad is not None and hasattr(p.grad, "to_local")]
+    sq = float(torch.stack([g.pow(2).sum() for g in plain]).sum()) if plain else 0.0
+    if shards:  # with FSDP2 every rank holds a shard of every parameter, so every rank takes part
+        sq += float(all_reduce_sum(torch.stack([g.pow(2).sum() for g in shards]).sum()))
+    return sq ** 0.5
 
 
 def routing_entropy(f: torch.Tensor) -> float:

@@ -89,14 +89,12 @@ def phase_config(cfg: Config, phase: int) -> PhaseConfig:
     return p
 
 
-DISTRIBUTED = ("ddp",)  # "fsdp" (FSDP2 fully_shard) is declared in the config but not implemented yet
+DISTRIBUTED = ("ddp", "fsdp")
 
 
 def check_distributed(cfg: Config) -> None:
     if cfg.train.distributed not in DISTRIBUTED:
-        raise ConfigError(f"train.distributed={cfg.train.distributed!r} is not supported by this trainer yet "
-                          f"(checkpoints and EMA of sharded FSDP2 parameters are not implemented); use "
-                          f"train.distributed=ddp")
+        raise ConfigError(f"train.distributed must be one of {DISTRIBUTED}, got {cfg.train.distributed!r}")
 
 
 def setup_logging(run_dir: Path, is_main: bool) -> None:
@@ -256,8 +254,9 @@ class Trainer:
 
     def build(self, init_from: str | None, resume_state: dict | None) -> None:
         cfg, info = self.cfg, self.info
-        torch.manual_seed(cfg.train.seed + info.rank)
+        torch.manual_seed(cfg.train.seed)          # the same initial weights on every rank (FSDP2 shards them)
         self.model = VampDiT(cfg.model)
+        torch.manual_seed(cfg.train.seed + info.rank)
         if resume_state is not None:
             ckpt.check_architecture(self.model.state_dict(), resume_state["model"], "the checkpoint")
             self.model.load_state_dict(resume_state["model"])
@@ -266,14 +265,19 @@ class Trainer:
             log.info("phase %d starts from %s (fresh optimizer and schedule)", self.phase_id, path)
         set_trainable(self.model, self.phase)
         self.model.to(self.device)
+        self.sharded = cfg.train.distributed == "fsdp" and info.world_size > 1
+        if self.sharded:  # before the optimizer and the EMA: their tensors are the DTensor shards
+            D.shard_fsdp(self.model, info)
         self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.optimizer = make_optimizer(self.trainable, cfg.train, lr=lr_at(0, self.phase))
         self.ema = EMA(self.model, cfg.train.ema_decay, cfg.train.ema_warmup)
         self.schedule = NoiseSchedule(cfg.diffusion)
         self.loader = make_data(cfg, self.data_dir, self.phase, info)
         if resume_state is not None:
-            self.optimizer.load_state_dict(resume_state["optimizer"])
-            self.ema.load_state_dict(resume_state["ema"])
+            if resume_state.get("sharded", False) != self.sharded:
+                raise ValueError("the checkpoint was written with train.distributed="
+                                 f"{'fsdp' if resume_state.get('sharded') else 'ddp'}; resume with the same setting")
+            self.load_optimizer_and_ema(resume_state)
             self.loader.load_state_dict(resume_state["data"])
             self.progress = Progress(**resume_state["progress"])
             rng = resume_state["rng"]
@@ -287,7 +291,7 @@ class Trainer:
         # removing one per logging step would make torch.compile recompile)
         self.last_aux = None
         self.model.register_forward_hook(lambda module, args, out: setattr(self, "last_aux", out[1]))
-        self.wrapped = D.wrap_ddp(self.model, info)
+        self.wrapped = self.model if self.sharded else D.wrap_ddp(self.model, info)
         if cfg.train.compile:
             self.wrapped = torch.compile(self.wrapped)
         n_train = sum(p.numel() for _, p in self.trainable)
@@ -295,31 +299,73 @@ class Trainer:
         log.info("model: %.2fM parameters, %.2fM trainable in phase %d (%s)", n_all / 1e6, n_train / 1e6,
                  self.phase_id, self.phase.trainable)
 
-    def state_dict(self) -> dict:
-        """The full checkpoint (gathers every rank's RNG states: call on all ranks)."""
-        rng = D.gather_objects(ckpt.rng_state())
-        return {
-            "version": __version__, "phase": self.phase_id, "world_size": self.info.world_size,
-            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-            "ema": self.ema.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "data": self.loader.state_dict(), "progress": vars(self.progress).copy(), "rng": rng,
-            "config": config_to_dict(self.cfg), "lr_schedule": {"step": self.progress.step},
-        }
+    def load_optimizer_and_ema(self, state: dict) -> None:
+        if not self.sharded:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.ema.load_state_dict(state["ema"])
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+        from torch.distributed.tensor import distribute_tensor
+        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
+                                 options=StateDictOptions(full_state_dict=True))
+        ema = dict(state["ema"])
+        ema["shadow"] = {n: distribute_tensor(t.to(self.device), self.ema.shadow[n].device_mesh,
+                                              self.ema.shadow[n].placements)
+                         for n, t in state["ema"]["shadow"].items() if n in self.ema.shadow}
+        self.ema.load_state_dict(ema)
+
+    def full_states(self) -> tuple[dict, dict, dict]:
+        """(live weights, EMA export, EMA state) as full CPU tensors on rank 0 (collectives under FSDP: call on all
+        ranks; other ranks get empty dicts)."""
+        if not self.sharded:
+            if not self.info.is_main:
+                return {}, {}, {}
+            live = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+            ema_state = self.ema.state_dict()
+            return live, {**live, **{n: t.to(live[n].dtype) for n, t in ema_state["shadow"].items()}}, ema_state
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+        live = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        shadow = {n: D.full_tensor(t) for n, t in self.ema.shadow.items()}
+        if not self.info.is_main:
+            return {}, {}, {}
+        ema_state = {**self.ema.state_dict(), "shadow": shadow}
+        return live, {**live, **{n: t.to(live[n].dtype) for n, t in shadow.items()}}, ema_state
+
+    def optimizer_state(self) -> dict:
+        if not self.sharded:
+            return self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+        return get_optimizer_state_dict(self.model, self.optimizer,
+                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def save_checkpoint(self) -> None:
-        state = self.state_dict()
+        """Full checkpoint + model/ export, written by rank 0 (every rank takes part in gathering)."""
+        rng = D.gather_objects(ckpt.rng_state())
+        live, ema_export, ema_state = self.full_states()
+        optimizer = self.optimizer_state()
         if self.info.is_main:
+            state = {
+                "version": __version__, "phase": self.phase_id, "world_size": self.info.world_size,
+                "sharded": self.sharded, "model": live, "ema": ema_state, "optimizer": optimizer,
+                "data": self.loader.state_dict(), "progress": vars(self.progress).copy(), "rng": rng,
+                "config": config_to_dict(self.cfg), "lr_schedule": {"step": self.progress.step},
+            }
             path = ckpt.save_checkpoint(self.run_dir, self.progress.step, state, self.cfg.train.keep_last)
-            self.export_model()
+            self.export_model(live, ema_export)
             log.info("checkpoint %s (and model/ export)", path)
         D.barrier()
 
-    def export_model(self) -> Path:
+    def save_ema_weights(self) -> None:
+        _, ema_export, _ = self.full_states()
+        if self.info.is_main:
+            ckpt.save_ema_weights(self.run_dir, self.progress.step, ema_export, self.cfg.train.keep_last_ema)
+
+    def export_model(self, live: dict, ema_export: dict) -> Path:
         """RUN_DIR/model/: config.json (full Config), model.safetensors (EMA), model_live.safetensors, vocab.json."""
         folder = self.run_dir / "model"
         meta = {"format": "pt", "step": str(self.progress.step), "phase": str(self.phase_id)}
-        ckpt.save_safetensors(folder / LIVE_WEIGHTS_NAME, self.model.state_dict(), meta)
-        ckpt.save_safetensors(folder / WEIGHTS_NAME, self.ema.full_state_dict(self.model), meta)
+        ckpt.save_safetensors(folder / LIVE_WEIGHTS_NAME, live, meta)
+        ckpt.save_safetensors(folder / WEIGHTS_NAME, ema_export, meta)
         shutil.copyfile(self.data_dir / "vocab.json", folder / ".vocab.json.tmp")
         (folder / ".vocab.json.tmp").replace(folder / "vocab.json")
         atomic_write_json(folder / CONFIG_NAME, config_to_dict(self.cfg))
@@ -349,6 +395,8 @@ class Trainer:
             for key, params in parameter_groups(self.model).items():
                 norms[f"grad_norm/{key}"] = grad_norm(params)
         total_norm = torch.nn.utils.clip_grad_norm_([p for _, p in self.trainable], cfg.train.grad_clip)
+        if hasattr(total_norm, "full_tensor"):  # FSDP2: a replicated DTensor
+            total_norm = total_norm.full_tensor()
         # one host sync per step: skip the update when the loss or any gradient is not finite
         bad = (~torch.isfinite(sums["loss"]) | ~torch.isfinite(total_norm)).float().reshape(1)
         stop_flag = torch.full((1,), 1.0 if self.stop.requested else 0.0, device=bad.device)
@@ -413,8 +461,8 @@ class Trainer:
                     self.log_window(logger, bar, window, window_steps, window_start, global_batch, flops, peak,
                                     aux, norms)
                     window, window_steps, window_start = {}, 0, time.perf_counter()
-                if finite and tcfg.ema_every > 0 and step % tcfg.ema_every == 0 and info.is_main:
-                    ckpt.save_ema_weights(self.run_dir, step, self.ema.full_state_dict(self.model), tcfg.keep_last_ema)
+                if finite and tcfg.ema_every > 0 and step % tcfg.ema_every == 0:
+                    self.save_ema_weights()
                 if finite and grid is not None and (step % tcfg.sample_every == 0 or step == phase.steps):
                     self.sample_grid(grid, logger, latent_hw)
                 if stop:
@@ -488,7 +536,8 @@ class Trainer:
         """Every rank samples (the model's balance statistics are collectives); rank 0 decodes and saves."""
         names = self.ema.names
         params = dict(self.model.named_parameters())
-        live = {n: params[n].detach().to("cpu", copy=True) for n in names}
+        live = {n: params[n].detach().clone() if self.sharded else params[n].detach().to("cpu", copy=True)
+                for n in names}
         with torch.no_grad():
             for n in names:
                 params[n].copy_(self.ema.shadow[n])
@@ -535,11 +584,12 @@ def train(cfg: Config, phase_id: int, data_dir: Path, run_dir: Path, init_from: 
                                      f"Resume with --phase {resume_state['phase']}, or start phase {phase_id} in a new "
                                      f"--out with --init-from {run_dir}")
                 log.info("resuming from %s (step %d)", path, resume_state["progress"]["step"])
-                _warn_config_changes(config_from_dict(resume_state["config"]), cfg)
         elif ckpt.list_checkpoints(run_dir):
             raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
                              f"or choose a new --out")
         read_data_description(cfg, data_dir)
+        if resume_state is not None:
+            _warn_config_changes(config_from_dict(resume_state["config"]), cfg)
         if info.is_main:
             save_config_yaml(cfg, run_dir / "config.yaml")
         trainer = Trainer(cfg, phase_id, data_dir, run_dir, info)
