@@ -325,7 +325,7 @@ def prepare(cfg: DataConfig, posts: str | Path, images: str | Path, out: str | P
     vocab.save(out / "vocab.json")
 
     tiers = [{"tier": q, "name": labels.QUALITY_NAMES[q],
-              "score_tags": f"{tier_starts[q]}-{(tier_starts[q + 1] - 1) if q + 1 < len(tier_starts) else 9}",
+              "score_tags": _span(tier_starts[q], (tier_starts[q + 1] - 1) if q + 1 < len(tier_starts) else 9),
               "count": int((quality == q).sum()), "pct": round(100.0 * (quality == q).mean(), 2) if kept.size else 0.0}
              for q in range(len(labels.QUALITY_NAMES) - 1, -1, -1)]
     n_labeled = int((style >= 0).sum())
@@ -365,6 +365,10 @@ def prepare(cfg: DataConfig, posts: str | Path, images: str | Path, out: str | P
         f"split: {report['splits']['train']:,} train / {report['splits']['eval']:,} eval")
     log(f"wrote {out / 'manifest.parquet'} ({kept.size:,} rows) in {report['seconds']} s")
     return report
+
+
+def _span(lo: int, hi: int) -> str:
+    return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
 def _aesthetic_stage(cfg: DataConfig, k2: np.ndarray, aesthetic: np.ndarray, paths: list, log) -> tuple[str, np.ndarray]:
