@@ -108,6 +108,7 @@ def torchrun(script: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
+@pytest.mark.slow
 def test_fsdp2_two_processes_match_one_process_and_resume(reference, tmp_path):
     data, one = reference
     script = tmp_path / "child.py"

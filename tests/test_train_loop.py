@@ -31,6 +31,7 @@ def data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def phase1_run(data, tmp_path_factory) -> Path:
+    torch.set_num_threads(1)  # module fixtures run before the function-scoped one below
     run = tmp_path_factory.mktemp("p1")
     assert T.train(tiny_config(), 1, data, run) == 0
     return run
