@@ -3,6 +3,8 @@ import tarfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from vampdiffusion.data.images import FolderImages, ImageError, TarImages, decode, load_image, open_source
@@ -74,3 +76,19 @@ def test_truncated_jpeg_is_a_corrupt_image():
 def test_missing_image_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="pass --images DIR"):
         open_source(tmp_path / "nope")
+
+
+def _header_prefixed_bytes():
+    heads = [b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF89a", b"RIFF\x00\x00\x00\x00WEBP", b""]
+    return st.tuples(st.sampled_from(heads), st.binary(max_size=300)).map(lambda t: t[0] + t[1])
+
+
+@settings(max_examples=150, deadline=None)
+@given(_header_prefixed_bytes())
+def test_decode_never_raises_anything_but_image_error(data):
+    try:
+        im = decode(data)
+    except ImageError as e:
+        assert e.reason in ("empty_image", "corrupt_image", "too_large")
+    else:
+        assert im.mode == "RGB"

@@ -161,7 +161,14 @@ def to_rgb(im: Image.Image) -> Image.Image:
 
 
 def decode(data: bytes) -> Image.Image:
-    return to_rgb(open_image(data))
+    """Bytes -> RGB image, or ImageError. Decoders can raise other types on hostile data (struct.error,
+    IndexError, ...): any exception while decoding is a corrupt image, never a crashed run."""
+    try:
+        return to_rgb(open_image(data))
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        raise ImageError("corrupt_image", f"{type(e).__name__}: {e}") from None
 
 
 def load_image(path: str) -> Image.Image:

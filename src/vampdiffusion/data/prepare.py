@@ -29,7 +29,7 @@ from vampdiffusion.atomic import atomic_write, atomic_write_json
 from vampdiffusion.config import DataConfig
 from vampdiffusion.data import dedup, filters, labels
 from vampdiffusion.data.danbooru import read_posts
-from vampdiffusion.data.images import ImageError, ImageRef, open_image, open_source, read_bytes, to_rgb
+from vampdiffusion.data.images import ImageError, ImageRef, decode, open_source, read_bytes
 from vampdiffusion.data.phash import phash
 from vampdiffusion.data.vocab import TagVocab
 
@@ -114,7 +114,7 @@ def inspect_image(job: tuple[int, ImageRef, str, int, int]) -> tuple[int, str, s
 
 def _hash_bytes(data: bytes) -> tuple[int, int, int]:
     """(pHash, width, height) from a full decode (draft decoding would change the hash, see phash.py)."""
-    im = to_rgb(open_image(data))
+    im = decode(data)
     return phash(im), im.width, im.height
 
 
