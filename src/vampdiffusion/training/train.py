@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import logging
-import math
 import shutil
 import sys
 import time
