@@ -10,7 +10,6 @@ Each stage is a function of columns returning a keep mask, callable on its own:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,10 +129,6 @@ def format_counts(title: str, rows: list[tuple[str, int]], total: int | None = N
         pct = f"{100.0 * c / total:6.1f}%" if total else "     -"
         lines.append(f"{name:<26} {c:>10,} {pct:>7}")
     return "\n".join(lines)
-
-
-def finite_or_none(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
 
 
 __all__ = ["SKIPPED", "StageRow", "StageTable", "format_counts", "keep_aesthetic", "keep_resolution",

@@ -285,7 +285,7 @@ def prepare(cfg: DataConfig, posts: str | Path, images: str | Path, out: str | P
     k2 = k1 & filters.keep_score(score_tag, cfg.min_score_tag)
     table.add("2 score", k1, k2, note=f"score_tag >= {cfg.min_score_tag}")
 
-    aesthetic_source, k3 = _aesthetic_stage(cfg, k2, aesthetic, img.path, log)
+    aesthetic_source, k3 = _aesthetic_stage(cfg, valid, k2, aesthetic, img.path, log)
     if aesthetic_source == filters.SKIPPED:
         table.add("3 aesthetic", k2, k3, status=filters.SKIPPED,
                   note="SKIPPED: no aesthetic column and no data.aesthetic_weights")
@@ -364,6 +364,8 @@ def prepare(cfg: DataConfig, posts: str | Path, images: str | Path, out: str | P
     log(f"vocabulary: {len(vocab):,} tokens (min count {cfg.vocab_min_count}); "
         f"split: {report['splits']['train']:,} train / {report['splits']['eval']:,} eval")
     log(f"wrote {out / 'manifest.parquet'} ({kept.size:,} rows) in {report['seconds']} s")
+    if kept.size == 0:
+        log("WARNING: no post survived the filters; see the stage table for the stage that removed them all")
     return report
 
 
@@ -371,7 +373,8 @@ def _span(lo: int, hi: int) -> str:
     return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
-def _aesthetic_stage(cfg: DataConfig, k2: np.ndarray, aesthetic: np.ndarray, paths: list, log) -> tuple[str, np.ndarray]:
+def _aesthetic_stage(cfg: DataConfig, valid: np.ndarray, k2: np.ndarray, aesthetic: np.ndarray, paths: list,
+                     log) -> tuple[str, np.ndarray]:
     """(source, keep mask): the LAION predictor when weights are given, else the column, else SKIPPED."""
     if cfg.aesthetic_weights:
         rows = np.flatnonzero(k2)
@@ -379,7 +382,7 @@ def _aesthetic_stage(cfg: DataConfig, k2: np.ndarray, aesthetic: np.ndarray, pat
         aesthetic[rows] = filters.laion_aesthetic_scores([paths[i] for i in rows], cfg.aesthetic_weights,
                                                          cfg.aesthetic_clip_model, cfg.aesthetic_clip_pretrained)
         return "LAION predictor", k2 & filters.keep_aesthetic(aesthetic, cfg.min_aesthetic)
-    if np.isfinite(aesthetic[k2]).any():
+    if np.isfinite(aesthetic[valid]).any():
         return "precomputed column", k2 & filters.keep_aesthetic(aesthetic, cfg.min_aesthetic)
     return filters.SKIPPED, k2.copy()
 
