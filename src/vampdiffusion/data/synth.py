@@ -207,7 +207,7 @@ def plan_posts(a: SynthArgs) -> tuple[list[dict], list[int]]:
     normal_good = [p["index"] for p in posts if p["kind"] == "normal" and p["u"] > 0.45]
     for p in posts:
         if p["kind"] == "duplicate":
-            src = posts[r.choice(normal_good[:bisect.bisect_left(normal_good, p["index"])])]
+            src = posts[normal_good[r.randrange(bisect.bisect_left(normal_good, p["index"]))]]
             p["duplicate_of"] = src["id"]
             for key in ("style", "objects", "background", "general", "blur", "noise", "jpeg", "seed", "artist"):
                 p[key] = src[key]
@@ -488,35 +488,33 @@ def synthesize(a: SynthArgs, out: Path) -> dict:
     t0 = time.time()
     out.mkdir(parents=True, exist_ok=True)
     posts, malformed_at = plan_posts(a)
-    if a.workers > 1:
-        with multiprocessing.get_context("fork").Pool(a.workers) as pool:
-            files = pool.map(_render_job, posts, chunksize=32)
-    else:
-        files = [render_file(p) for p in posts]
-
-    records, truths, members = [], [], {}
-    for p, data in zip(posts, files):
-        side = p["side"]
-        if p["kind"] == "truncated_image":
-            data = data[: len(data) * 2 // 5]
-        elif p["kind"] == "empty_image":
-            data = b""
-        md5 = hashlib.md5(data).hexdigest()
-        w = side + 7 if p["kind"] == "size_mismatch" else side
-        records.append(post_record(p, md5, w, side))
-        shard = p["id"] % 1000
-        name = f"{p['id']}.{p['ext']}"
-        rel = f"data-{shard:04d}.tar::{name}" if a.tar else f"original/{shard:04d}/{name}"
-        if p["kind"] != "missing_image":
-            members.setdefault(shard, []).append((name, data))
-        truths.append(truth_record(p, None if p["kind"] == "missing_image" else rel))
-
+    pool = multiprocessing.get_context("fork").Pool(a.workers) if a.workers > 1 else None
+    files = pool.imap(_render_job, posts, chunksize=32) if pool else map(render_file, posts)
+    records, truths, members = [], [], {}  # members: tar layout only (a shard is written whole)
+    try:
+        for p, data in zip(posts, files):  # in post order: the output does not depend on the workers
+            side = p["side"]
+            if p["kind"] == "truncated_image":
+                data = data[: len(data) * 2 // 5]
+            elif p["kind"] == "empty_image":
+                data = b""
+            md5 = hashlib.md5(data).hexdigest()
+            w = side + 7 if p["kind"] == "size_mismatch" else side
+            records.append(post_record(p, md5, w, side))
+            shard = p["id"] % 1000
+            name = f"{p['id']}.{p['ext']}"
+            rel = f"data-{shard:04d}.tar::{name}" if a.tar else f"original/{shard:04d}/{name}"
+            if p["kind"] != "missing_image":
+                if a.tar:
+                    members.setdefault(shard, []).append((name, data))
+                else:
+                    _write_image(out / "original" / f"{shard:04d}" / name, data)
+            truths.append(truth_record(p, None if p["kind"] == "missing_image" else rel))
+    finally:
+        if pool:
+            pool.terminate()
     for shard, items in sorted(members.items()):
-        if a.tar:
-            atomic_write(out / f"data-{shard:04d}.tar", lambda tmp, items=items: _write_tar(tmp, items))
-        else:
-            for name, data in items:
-                _write_image(out / "original" / f"{shard:04d}" / name, data)
+        atomic_write(out / f"data-{shard:04d}.tar", lambda tmp, items=items: _write_tar(tmp, items))
     os.sync()  # one flush for all image files instead of an fsync each (regenerable data)
 
     lines = [json.dumps(r, separators=(",", ":")) for r in records]
