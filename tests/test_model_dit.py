@@ -80,9 +80,10 @@ def test_every_block_is_the_identity_at_init():
 
 
 def test_latent_beyond_position_tables_is_a_clear_error():
-    model = VampDiT(small_cfg())
+    cfg = small_cfg()
+    model = VampDiT(cfg)
     with pytest.raises(ValueError, match="beyond the position tables"):
-        model(*inputs(h=18, w=8))
+        model(*inputs(h=(cfg.max_grid + 1) * cfg.patch_size, w=8))
     with pytest.raises(ValueError, match="multiple of the patch size"):
         VampDiT(small_cfg(patch_size=2))(*inputs(h=7, w=8))
 

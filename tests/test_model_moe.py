@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from vampdiffusion.models.moe import (
-    ExpertFFNs, balance_loss, experts_bmm, experts_grouped_mm, experts_loop, quality_routing,
+    ExpertFFNs, balance_loss, experts_bmm, experts_grouped_mm, experts_loop, experts_segments, quality_routing,
     specialisation_loss, style_routing,
 )
 
@@ -35,7 +35,8 @@ ROUTINGS = [
 ]
 
 
-@pytest.mark.parametrize("runner", [experts_grouped_mm, experts_bmm], ids=["grouped_mm", "bmm"])
+@pytest.mark.parametrize("runner", [experts_grouped_mm, experts_bmm, experts_segments],
+                         ids=["grouped_mm", "bmm", "segments"])
 @pytest.mark.parametrize("experts", ROUTINGS)
 def test_grouped_dispatch_equals_reference_loop(runner, experts):
     ffn = _ffn()
@@ -53,7 +54,8 @@ def test_grouped_dispatch_equals_reference_loop(runner, experts):
         torch.testing.assert_close(got[3][name], ref[3][name], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("runner", [experts_grouped_mm, experts_bmm], ids=["grouped_mm", "bmm"])
+@pytest.mark.parametrize("runner", [experts_grouped_mm, experts_bmm, experts_segments],
+                         ids=["grouped_mm", "bmm", "segments"])
 def test_unused_experts_get_exactly_zero_gradient(runner):
     ffn = _ffn()
     experts = torch.tensor([[3, 1], [3, 2]])
