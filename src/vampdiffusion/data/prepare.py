@@ -238,6 +238,8 @@ def _validate(cfg: DataConfig, posts: Path, images: Path) -> None:
         raise FileNotFoundError(f"posts file {posts} not found; pass --posts FILE (JSON lines / JSON array / parquet, .gz / .zst)")
     if not images.is_dir():
         raise FileNotFoundError(f"image folder {images} not found; pass --images DIR (original/0NNN/<id>.<ext> or data-0NNN.tar)")
+    if cfg.phash_distance < 1:
+        raise ValueError(f"data.phash_distance must be >= 1 (pairs with distance < it are duplicates), got {cfg.phash_distance}")
     if cfg.phash_blocks <= cfg.phash_distance - 1:
         raise ValueError(f"data.phash_blocks ({cfg.phash_blocks}) must exceed data.phash_distance - 1 ({cfg.phash_distance - 1})")
     if not 0.0 <= cfg.eval_fraction < 1.0:
