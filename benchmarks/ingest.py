@@ -12,11 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 GENERAL = [f"tag_{k}" for k in range(3000)]

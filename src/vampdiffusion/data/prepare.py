@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import itertools
-import math
 import multiprocessing
 import sys
 import time
