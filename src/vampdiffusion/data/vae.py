@@ -44,7 +44,8 @@ class VAE:
     name: str = ""
 
     def __init__(self, module: torch.nn.Module, scaling_factor: float, source: str):
-        self.module = module.eval().requires_grad_(False)
+        # channels-last convolutions: measured 1.4x faster for TAESD-XL on the CPU (docs/latents.md)
+        self.module = module.eval().requires_grad_(False).to(memory_format=torch.channels_last)
         self.scaling_factor = float(scaling_factor)
         self.source = source  # the folder / file / hub id the weights came from
 
@@ -66,14 +67,14 @@ class SDXLVAE(VAE):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.device, self.dtype)                   # (B, 3, H, W) in [-1, 1]
+        x = images.to(self.device, self.dtype, memory_format=torch.channels_last)  # (B, 3, H, W) in [-1, 1]
         z = self.module.encode(x).latent_dist.mean               # (B, 4, H/8, W/8); the mean, so encoding is deterministic
         return z * self.scaling_factor                           # z_stored = scaling_factor * z
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        z = latents.to(self.device, self.dtype) / self.scaling_factor
-        return self.module.decode(z).sample.clamp(-1, 1)         # (B, 3, 8h, 8w)
+        z = latents.to(self.device, self.dtype, memory_format=torch.channels_last) / self.scaling_factor
+        return self.module.decode(z).sample.clamp(-1, 1).contiguous()  # (B, 3, 8h, 8w)
 
 
 class TinyVAE(VAE):
@@ -81,13 +82,13 @@ class TinyVAE(VAE):
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.device, self.dtype)                   # (B, 3, H, W) in [-1, 1]
+        x = images.to(self.device, self.dtype, memory_format=torch.channels_last)  # (B, 3, H, W) in [-1, 1]
         return self.module.encode(x).latents * self.scaling_factor  # (B, 4, H/8, W/8)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        z = latents.to(self.device, self.dtype) / self.scaling_factor
-        return self.module.decode(z).sample.clamp(-1, 1)         # (B, 3, 8h, 8w)
+        z = latents.to(self.device, self.dtype, memory_format=torch.channels_last) / self.scaling_factor
+        return self.module.decode(z).sample.clamp(-1, 1).contiguous()  # (B, 3, 8h, 8w)
 
 
 # ----------------------------------------------------------------------------
