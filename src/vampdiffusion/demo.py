@@ -31,12 +31,12 @@ TAESDXL_HUB_ID = "madebyollin/taesdxl"
 @dataclass
 class DemoArgs:
     out: Path = Path("vamp-demo")     # everything goes under this folder
-    minutes: float = 8.0              # wall-clock budget of the three training phases together
+    minutes: float = 11.0             # wall-clock budget of the three training phases together
     n: int = 4000                     # synthetic posts
     size: int = 64                    # synthetic image side, pixels
     seed: int = 0                     # synthetic data and training seed
     vae_path: str = ""                # TAESD-XL: local folder or hub id; "" = $VAMP_TAESDXL, else the hub
-    phase_shares: tuple[float, float, float] = (0.7, 0.18, 0.12)  # share of the budget per phase
+    phase_shares: tuple[float, float, float] = (0.7, 0.15, 0.15)  # share of the budget per phase
 
 
 # ----------------------------------------------------------------------------
