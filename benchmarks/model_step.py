@@ -21,6 +21,7 @@ import torch
 from vampdiffusion.config import load_config
 from vampdiffusion.models.dit import FFN, VampDiT
 from vampdiffusion.models.planner import VAE_DOWNSAMPLE, active_flops, dense_twin_flops
+from vampdiffusion.training.metrics import measure_matmul_peak
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -40,20 +41,6 @@ def dense_twin(cfg) -> VampDiT:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int) -> float:
-    """Measured FLOP/s of an n×n×n matmul (the achievable peak this run compares against)."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    for _ in range(2):
-        a @ b
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        a @ b
-    sync(device)
-    return 2 * n ** 3 * reps / (time.perf_counter() - t0)
 
 
 def make_step(model, batch, device, dtype, lambda_bal):
@@ -77,7 +64,7 @@ def main() -> int:
     ap.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--checkpointing", action="store_true", help="per-block gradient checkpointing")
-    ap.add_argument("--compile", action="store_true", help="torch.compile both models (inductor)")
+    ap.add_argument("--compile", action="store_true", help="torch.compile both models (inductor, per block)")
     ap.add_argument("--with-loop", action="store_true", help="also time the per-image reference dispatch")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=5, help="timed steps per model, interleaved")
@@ -99,9 +86,10 @@ def main() -> int:
              torch.randint(0, cfg.num_quality_tiers, (B,), device=device))
     moe_flops = 3 * active_flops(cfg, hw)
     dense_flops = 3 * dense_twin_flops(cfg, hw)
-    models = {"moe (grouped)": (VampDiT(cfg), moe_flops), "dense twin": (dense_twin(cfg), dense_flops)}
-    if args.with_loop:
-        models["moe (loop reference)"] = (VampDiT(dataclasses.replace(cfg, moe_dispatch="loop")), moe_flops)
+    with torch.device(device):  # initialise on the device (v1 on a CPU takes ~20 s per model)
+        models = {"moe (grouped)": (VampDiT(cfg), moe_flops), "dense twin": (dense_twin(cfg), dense_flops)}
+        if args.with_loop:
+            models["moe (loop reference)"] = (VampDiT(dataclasses.replace(cfg, moe_dispatch="loop")), moe_flops)
     steps, memory = {}, {}
     for name, (model, _) in models.items():
         model.to(device).train()
@@ -109,8 +97,9 @@ def main() -> int:
             for p_name, p in model.named_parameters():
                 if "adaLN_modulation" in p_name or "final_layer" in p_name:
                     p.normal_(0, 0.02)
-        runnable = torch.compile(model) if args.compile else model
-        steps[name] = make_step(runnable, batch, device, dtype, 0.01)
+        if args.compile:
+            model.compile_blocks()  # regional compilation, as the trainer does (train.compile_scope=blocks)
+        steps[name] = make_step(model, batch, device, dtype, 0.01)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
@@ -131,7 +120,7 @@ def main() -> int:
             times[name].append(time.perf_counter() - t0)
 
     n = args.matmul_n or (8192 if device.type == "cuda" else 1024)
-    peak = matmul_peak(device, dtype, n, reps=20 if device.type == "cuda" else 5)
+    peak = measure_matmul_peak(device, dtype, n)
     rows = {}
     for name, (model, flops) in models.items():
         t = statistics.median(times[name])

@@ -1,23 +1,27 @@
 """Training throughput: the trainer's optimizer step vs a bare loop, with and without gradient checkpointing.
 
     python benchmarks/train_throughput.py                          # CPU: tiny config, small sizes
-    python benchmarks/train_throughput.py --config configs/v1.yaml --latent 128 --precision bf16 --find-max-batch
-                                                                    # CUDA: v1 at 1024² (128² latents)
+    python benchmarks/train_throughput.py --config configs/v1.yaml --latent 128 --set train.grad_accum=1 \
+        --find-max-batch --micro-batch max --modes plain,ckpt          # CUDA: v1 at 1024² (128² latents), bf16
 
 Both loops run in this process on the same model, data and optimizer settings:
   bare     training_loss -> backward -> clip -> AdamW step (what any loop must do)
-  trainer  vampdiffusion's Trainer.train_step: the same plus loader, EMA update, finiteness check, LR schedule
+  trainer  vampdiffusion's Trainer.train_step: the same plus host->device batch copy, EMA update,
+           finiteness check (one host sync), LR schedule
+Every step uses the loader's first micro-batch tiled to the timed size (any micro-batch, no disk reads).
 The ratio bare/trainer is the trainer's overhead. On CUDA it also reports MFU (planner FLOPs, active
-parameters only) and peak memory, and with --find-max-batch the largest micro-batch that fits.
+parameters only) against the bf16 matmul peak measured in the same run and against the datasheet, and
+peak memory; with --find-max-batch the largest micro-batch whose full training step fits, and the
+measured memory model peak = fixed + per-image × micro-batch that answers the 24 GB question.
 Prints a table and writes JSON (--json).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
-import json
+import gc
+import itertools
 import sys
 import tempfile
 import time
@@ -35,8 +39,7 @@ from vampdiffusion.data.vocab import TagVocab
 from vampdiffusion.diffusion.loss import training_loss
 from vampdiffusion.training import distributed as D
 from vampdiffusion.training import train as T
-from vampdiffusion.training.metrics import device_peak_flops, mfu
-from vampdiffusion.training.optim import make_optimizer
+from vampdiffusion.training.metrics import device_peak_flops, measure_matmul_peak, mfu
 
 
 def write_dataset(root: Path, n: int, hw: int, max_tags: int) -> Path:
@@ -65,20 +68,26 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def tile(batch: dict[str, torch.Tensor], size: int) -> dict[str, torch.Tensor]:
+    """The loader's micro-batch repeated along dim 0 to `size` rows (probing and timing any micro-batch)."""
+    def rep(v: torch.Tensor) -> torch.Tensor:
+        return v.repeat((-(-size // v.shape[0]),) + (1,) * (v.dim() - 1))[:size].clone()
+    return {k: rep(v) for k, v in batch.items()}
+
+
 def time_bare(trainer: T.Trainer, steps: int, warmup: int) -> float:
     """images/s of the minimal loop on the trainer's model (a fresh optimizer, no EMA / checks)."""
     cfg, device = trainer.cfg, trainer.device
     model = trainer.wrapped
-    opt = make_optimizer(trainer.trainable, cfg.train, lr=1e-5)
+    opt = trainer.optimizer  # the trainer's AdamW: a second one would double the optimizer memory
     params = [p for _, p in trainer.trainable]
     batch = {k: v.to(device) for k, v in next(trainer.batches).items()}
+    images = batch["latent"].shape[0] * cfg.train.grad_accum
     gen = torch.Generator().manual_seed(0)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and cfg.train.precision == "bf16"
-                else contextlib.nullcontext())
 
     def step():
         for _ in range(cfg.train.grad_accum):
-            with autocast:
+            with T.autocast_context(cfg, device):
                 loss, _ = training_loss(model, batch, trainer.schedule, cfg.diffusion, 0.0, gen)
             (loss / cfg.train.grad_accum).backward()
         torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
@@ -92,10 +101,10 @@ def time_bare(trainer: T.Trainer, steps: int, warmup: int) -> float:
     for _ in range(steps):
         step()
     sync(device)
-    return steps * cfg.train.micro_batch * cfg.train.grad_accum / (time.perf_counter() - t0)
+    return steps * images / (time.perf_counter() - t0)
 
 
-def time_trainer(trainer: T.Trainer, steps: int, warmup: int) -> float:
+def time_trainer(trainer: T.Trainer, steps: int, warmup: int, images_per_step: int) -> float:
     from vampdiffusion.training.signals import StopRequest
     trainer.stop = StopRequest()
     for _ in range(warmup):
@@ -105,7 +114,7 @@ def time_trainer(trainer: T.Trainer, steps: int, warmup: int) -> float:
     for _ in range(steps):
         trainer.train_step(want_stats=False)
     sync(trainer.device)
-    return steps * trainer.cfg.train.micro_batch * trainer.cfg.train.grad_accum / (time.perf_counter() - t0)
+    return steps * images_per_step / (time.perf_counter() - t0)
 
 
 def build(cfg: Config, data: Path, run: Path) -> T.Trainer:
@@ -115,43 +124,88 @@ def build(cfg: Config, data: Path, run: Path) -> T.Trainer:
     return trainer
 
 
-def measure(base: Config, data: Path, tmp: Path, checkpointing: bool, compile_: bool, steps: int, warmup: int) -> dict:
-    cfg = copy.deepcopy(base)
-    cfg.model.gradient_checkpointing = checkpointing
-    cfg.train.compile = compile_
-    trainer = build(cfg, data, tmp / f"run_{checkpointing}_{compile_}")
+def use_micro_batch(trainer: T.Trainer, size: int) -> None:
+    """From now on every micro-batch of the trainer is the loader's first batch tiled to `size` rows."""
+    trainer.batches = itertools.repeat(tile(next(iter(trainer.loader)), size))
+
+
+def probe_step(trainer: T.Trainer, size: int) -> float | None:
+    """One full training step (forward, backward, clip, AdamW, EMA) at micro-batch `size`:
+    its peak allocated GiB, or None when it does not fit (CUDA out of memory)."""
     device = trainer.device
+    use_micro_batch(trainer, size)
+    gc.collect()
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    try:
+        trainer.train_step(want_stats=False)
+        sync(device)
+        ok = True
+    except torch.OutOfMemoryError:
+        ok = False
+    trainer.optimizer.zero_grad(set_to_none=True)
+    gc.collect()
+    torch.cuda.empty_cache()
+    return torch.cuda.max_memory_allocated(device) / 2**30 if ok else None
+
+
+def find_max_micro_batch(trainer: T.Trainer, start: int, cap: int) -> tuple[int, dict[int, float | None]]:
+    """Largest micro-batch (≤ cap) whose full training step fits: doubling, then bisection to 1/16 of it."""
+    peaks: dict[int, float | None] = {}
+
+    def fits(b: int) -> bool:
+        peaks[b] = probe_step(trainer, b)
+        print(f"  micro-batch {b:4d}: " + (f"peak {peaks[b]:.1f} GiB" if peaks[b] is not None else "out of memory"),
+              file=sys.stderr, flush=True)
+        return peaks[b] is not None
+
+    lo, hi = 0, max(1, start)
+    while hi <= cap and fits(hi):
+        lo, hi = hi, hi * 2
+    hi = min(hi, cap + 1)
+    while hi - lo > max(1, lo // 16):
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return lo, peaks
+
+
+def memory_model(peaks: dict[int, float | None], static_gib: float) -> dict:
+    """Peak GiB = a + b·micro_batch, least squares over the probes that fitted (measured, then extrapolated)."""
+    pts = sorted((m, p) for m, p in peaks.items() if p is not None)
+    if len(pts) < 2:
+        return {}
+    x, y = np.array([m for m, _ in pts], float), np.array([p for _, p in pts])
+    slope, intercept = np.polyfit(x, y, 1)
+    return {"static_gib": static_gib, "fixed_gib": float(intercept), "gib_per_image": float(slope),
+            "points": [[int(m), float(p)] for m, p in pts],
+            "gib_at_micro_batch_32": float(intercept + 32 * slope),
+            "largest_micro_batch_in_24gib": int(max(0, (24.0 - intercept) // slope))}
+
+
+def measure(trainer: T.Trainer, micro_batch: int, steps: int, warmup: int, peak_flops: float) -> dict:
+    """bare vs trainer images/s at `micro_batch`, interleaved twice so drifting load hits both alike."""
+    cfg, device = trainer.cfg, trainer.device
+    use_micro_batch(trainer, micro_batch)
     if device.type == "cuda":
+        gc.collect()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
-    # interleave bare / trainer twice so drifting machine load hits both alike
+    images = micro_batch * cfg.train.grad_accum
+    ours = [time_trainer(trainer, steps, warmup, images)]
     bare = [time_bare(trainer, steps, warmup)]
-    ours = [time_trainer(trainer, steps, warmup)]
+    ours.append(time_trainer(trainer, steps, 0, images))
     bare.append(time_bare(trainer, steps, 0))
-    ours.append(time_trainer(trainer, steps, 0))
     hw = int(trainer.latent_hw()[0])
     flops = T.flops_per_image(cfg, cfg.train.phase1, (hw, hw))
-    peak = device_peak_flops(device, cfg.train.peak_tflops * 1e12)
-    row = {"checkpointing": checkpointing, "compile": compile_, "micro_batch": cfg.train.micro_batch,
-           "grad_accum": cfg.train.grad_accum, "bare_images_per_s": float(np.median(bare)),
-           "trainer_images_per_s": float(np.median(ours))}
+    row = {"checkpointing": cfg.model.gradient_checkpointing, "compile": cfg.train.compile,
+           "micro_batch": micro_batch, "grad_accum": cfg.train.grad_accum,
+           "bare_images_per_s": float(np.median(bare)), "trainer_images_per_s": float(np.median(ours)),
+           "bare_runs": bare, "trainer_runs": ours}
     row["trainer_over_bare"] = row["trainer_images_per_s"] / row["bare_images_per_s"]
-    row["model_gflops_per_s"] = flops * row["trainer_images_per_s"] / 1e9
-    row["mfu"] = mfu(flops, row["trainer_images_per_s"], peak) if peak > 0 else None
+    row["model_tflops_per_s"] = flops * row["trainer_images_per_s"] / 1e12
+    row["mfu"] = mfu(flops, row["trainer_images_per_s"], peak_flops) if peak_flops > 0 else None
     row["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
-    del trainer
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
     return row
-
-
-def fits(cfg: Config, data: Path, tmp: Path, micro_batch: int, checkpointing: bool) -> bool:
-    cfg.train.micro_batch = micro_batch
-    try:
-        measure(cfg, data, tmp, checkpointing, False, steps=1, warmup=1)
-        return True
-    except torch.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        return False
 
 
 def memory_claim_estimate() -> dict:
@@ -171,6 +225,9 @@ def memory_claim_estimate() -> dict:
     return out
 
 
+MODES = {"plain": (False, False), "ckpt": (True, False), "compile": (False, True), "ckpt+compile": (True, True)}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/tiny.yaml")
@@ -179,50 +236,103 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=256)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    ap.add_argument("--modes", default="plain,ckpt", help=f"comma list of {', '.join(MODES)}")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile (adds the compile modes)")
+    ap.add_argument("--micro-batch", default=None,
+                    help="micro-batch of the timed rows: a number, or 'max' (CUDA: the largest that fits, "
+                         "found per checkpointing setting; needs --find-max-batch); default: the config's")
     ap.add_argument("--find-max-batch", action="store_true", help="CUDA: largest micro-batch that fits")
+    ap.add_argument("--max-batch-cap", type=int, default=256, help="stop the search at this micro-batch")
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads (1: on a shared 2-core machine more threads mostly spin)")
     ap.add_argument("--json", default="benchmarks/train_throughput.json")
     args = ap.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if args.compile:
+        modes += [m for m in ("compile", "ckpt+compile") if m not in modes]
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        ap.error(f"unknown mode(s) {unknown}; choose from {list(MODES)}")
     cfg = load_config(args.config, args.overrides)
     cfg.train.workers = 0
     cfg.train.sample_every = 0
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    cuda = device.type == "cuda"
+    if not cuda:
         torch.set_num_threads(args.threads)
+    if args.find_max_batch and not cuda:
+        print("--find-max-batch needs CUDA; skipped", file=sys.stderr)
+    peak = measure_matmul_peak(device) if cuda else 0.0
+    datasheet = device_peak_flops(device, cfg.train.peak_tflops * 1e12)
+    result = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
+              "config": args.config, "overrides": args.overrides, "latent": args.latent,
+              "precision": cfg.train.precision if cuda else "fp32",
+              "matmul_peak_tflops": peak / 1e12, "datasheet_peak_tflops": datasheet / 1e12,
+              "rows": [], "max_micro_batch": {}, "memory_model": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = write_dataset(tmp / "latents", max(args.rows, cfg.train.micro_batch * 2), args.latent, cfg.model.max_tags)
-        rows = []
-        for checkpointing in (False, True):
-            for compile_ in ((False, True) if args.compile else (False,)):
-                rows.append(measure(cfg, data, tmp, checkpointing, compile_, args.steps, args.warmup))
-        result = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "config": args.config,
-                  "latent": args.latent, "precision": cfg.train.precision if device == "cuda" else "fp32",
-                  "rows": rows}
-        if args.find_max_batch and device == "cuda":
-            result["max_micro_batch"] = {}
-            for checkpointing in (False, True):
-                lo, hi = 0, 1
-                while fits(cfg, data, tmp, hi, checkpointing):
-                    lo, hi = hi, hi * 2
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    lo, hi = (mid, hi) if fits(cfg, data, tmp, mid, checkpointing) else (lo, mid)
-                result["max_micro_batch"][f"checkpointing={checkpointing}"] = lo
-    print(f"device {result['device']}, config {args.config}, latent {args.latent}², micro-batch "
-          f"{cfg.train.micro_batch} × accum {cfg.train.grad_accum}")
-    print(f"{'checkpointing':>13} {'compile':>7} {'bare img/s':>11} {'trainer img/s':>14} {'trainer/bare':>12} "
-          f"{'GFLOP/s':>8} {'MFU':>6} {'peak GiB':>8}")
+        for i, mode in enumerate(modes):
+            checkpointing, compile_ = MODES[mode]
+            mcfg = copy.deepcopy(cfg)
+            mcfg.model.gradient_checkpointing = checkpointing
+            mcfg.train.compile = compile_
+            trainer = build(mcfg, data, tmp / f"run_{i}")
+            micro_batch = cfg.train.micro_batch
+            key = f"checkpointing={checkpointing}"
+            if args.find_max_batch and cuda and not compile_ and key not in result["max_micro_batch"]:
+                trainer.train_step(want_stats=False)          # the AdamW states exist from here on
+                trainer.optimizer.zero_grad(set_to_none=True)
+                sync(device)
+                static = torch.cuda.memory_allocated(device) / 2**30
+                found, peaks = find_max_micro_batch(trainer, cfg.train.micro_batch, args.max_batch_cap)
+                result["max_micro_batch"][key] = found
+                result["memory_model"][key] = memory_model(peaks, static)
+            if args.micro_batch == "max":
+                micro_batch = result["max_micro_batch"].get(key, micro_batch)
+            elif args.micro_batch:
+                micro_batch = int(args.micro_batch)
+            print(f"timing {mode} at micro-batch {micro_batch}", file=sys.stderr, flush=True)
+            while True:
+                try:
+                    row = measure(trainer, micro_batch, args.steps, args.warmup, peak or datasheet)
+                    break
+                except torch.OutOfMemoryError:                # allocator fragmentation after the probes
+                    trainer.optimizer.zero_grad(set_to_none=True)
+                    gc.collect()
+                    torch.cuda.empty_cache()
+                    micro_batch = micro_batch * 7 // 8
+                    print(f"out of memory; timing {mode} at micro-batch {micro_batch}", file=sys.stderr, flush=True)
+                    if micro_batch < 1:
+                        raise
+            row["mode"] = mode
+            row["mfu_vs_datasheet"] = mfu(T.flops_per_image(cfg, cfg.train.phase1, (args.latent,) * 2),
+                                          row["trainer_images_per_s"], datasheet) if datasheet > 0 else None
+            result["rows"].append(row)
+            del trainer
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+            atomic_write_json(args.json, result)              # what is measured so far survives a timeout
+    rows = result["rows"]
+    print(f"device {result['device']}, config {args.config}, latent {args.latent}², grad_accum {cfg.train.grad_accum}"
+          + (f", measured bf16 matmul peak {peak / 1e12:.0f} TFLOP/s" if cuda else ""))
+    print(f"| mode | micro-batch | bare img/s | trainer img/s | trainer/bare | model TFLOP/s | MFU (measured peak) "
+          f"| MFU (datasheet) | peak GiB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    pct = lambda v: f"{v:.1%}" if v is not None else "n/a"
     for r in rows:
-        mfu_s = f"{r['mfu']:.1%}" if r["mfu"] is not None else "n/a"
         mem = f"{r['peak_memory_gib']:.1f}" if r["peak_memory_gib"] is not None else "n/a"
-        print(f"{str(r['checkpointing']):>13} {str(r['compile']):>7} {r['bare_images_per_s']:11.1f} "
-              f"{r['trainer_images_per_s']:14.1f} {r['trainer_over_bare']:12.3f} {r['model_gflops_per_s']:8.1f} {mfu_s:>6} "
-              f"{mem:>8}")
-    if "max_micro_batch" in result:
-        print("largest micro-batch that fits (measured):", result["max_micro_batch"])
+        print(f"| {r['mode']} | {r['micro_batch']} | {r['bare_images_per_s']:.2f} | {r['trainer_images_per_s']:.2f} | "
+              f"{r['trainer_over_bare']:.3f} | {r['model_tflops_per_s']:.3f} | {pct(r['mfu'])} | "
+              f"{pct(r['mfu_vs_datasheet'])} | {mem} |")
+    if result["max_micro_batch"]:
+        print("largest micro-batch that fits (measured, full training step):", result["max_micro_batch"])
+        for key, mm in result["memory_model"].items():
+            if mm:
+                print(f"  {key}: peak GiB = {mm['fixed_gib']:.1f} + {mm['gib_per_image']:.2f} x micro-batch "
+                      f"(static after a step {mm['static_gib']:.1f} GiB) -> micro-batch 32 needs "
+                      f"{mm['gib_at_micro_batch_32']:.1f} GiB; largest in 24 GiB: {mm['largest_micro_batch_in_24gib']}")
     result["memory_claim_estimate"] = claim = memory_claim_estimate()
     print(f"\nESTIMATE (planner, not measured): v1 at 1024², {claim['n_params'] / 1e9:.2f}B parameters, "
           f"bf16 autocast + fp32 master weights + AdamW, on a {claim['gpu_memory_gib']:.0f} GiB {claim['gpu']}")

@@ -243,3 +243,27 @@ def test_torch_compile_traces_the_whole_model_without_graph_breaks():
     (v.float().square().mean() + aux.balance_style).backward()
     assert torch.equal(v, ref)
     assert model.blocks[1].ffn.experts.w1.grad is not None
+
+
+@pytest.mark.slow  # dynamo tracing takes seconds
+def test_compile_blocks_is_regional_and_exact():
+    # every DiT block and encoder layer compiled on its own: the same output and gradients as eager,
+    # and one compiled graph per block kind (dense, style MoE, quality MoE) plus the encoder layer,
+    # not one per block
+    from torch._dynamo.testing import CompileCounter
+    torch._dynamo.reset()
+    eager = randomise(VampDiT(small_cfg(depth=8)))
+    regional = copy.deepcopy(eager)
+    counter = CompileCounter()
+    regional.compile_blocks(backend=counter, fullgraph=True)
+    x = inputs()
+    outs = []
+    for model in (eager, regional):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            v, aux = model(*x)
+        (v.float().square().mean() + aux.balance_style + aux.balance_quality).backward()
+        outs.append((v, {n: p.grad for n, p in model.named_parameters()}))
+    assert torch.equal(outs[0][0], outs[1][0])
+    for n, g in outs[0][1].items():
+        assert torch.equal(g, outs[1][1][n]), n
+    assert counter.frame_count == 4, counter.frame_count

@@ -148,6 +148,7 @@ class TrainConfig:
     ema_warmup: bool = False          # decay = min(ema_decay, (1+n)/(10+n)) so short runs get a usable EMA
     precision: str = "bf16"           # "bf16" autocast on CUDA | "fp32"
     compile: bool = False             # torch.compile the model
+    compile_scope: str = "blocks"     # "blocks": each transformer block on its own (fast cold start) | "model": one graph
     ckpt_every: int = 5000            # full checkpoint every N optimizer steps
     ema_every: int = 1000             # EMA-only safetensors every M steps
     sample_every: int = 5000          # 4×4 sample grid every N steps

@@ -89,11 +89,14 @@ def phase_config(cfg: Config, phase: int) -> PhaseConfig:
 
 
 DISTRIBUTED = ("ddp", "fsdp")
+COMPILE_SCOPES = ("blocks", "model")
 
 
 def check_distributed(cfg: Config) -> None:
     if cfg.train.distributed not in DISTRIBUTED:
         raise ConfigError(f"train.distributed must be one of {DISTRIBUTED}, got {cfg.train.distributed!r}")
+    if cfg.train.compile_scope not in COMPILE_SCOPES:
+        raise ConfigError(f"train.compile_scope must be one of {COMPILE_SCOPES}, got {cfg.train.compile_scope!r}")
 
 
 def setup_logging(run_dir: Path, is_main: bool) -> None:
@@ -291,7 +294,9 @@ class Trainer:
         self.last_aux = None
         self.model.register_forward_hook(lambda module, args, out: setattr(self, "last_aux", out[1]))
         self.wrapped = self.model if self.sharded else D.wrap_ddp(self.model, info)
-        if cfg.train.compile:
+        if cfg.train.compile and cfg.train.compile_scope == "blocks":
+            self.model.compile_blocks()         # regional: inside DDP / FSDP2 units, one compile per block kind
+        elif cfg.train.compile:
             self.wrapped = torch.compile(self.wrapped)
         n_train = sum(p.numel() for _, p in self.trainable)
         n_all = sum(p.numel() for p in self.model.parameters())
