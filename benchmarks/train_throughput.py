@@ -281,6 +281,7 @@ def main() -> int:
             micro_batch = cfg.train.micro_batch
             key = f"checkpointing={checkpointing}"
             if args.find_max_batch and cuda and not compile_ and key not in result["max_micro_batch"]:
+                use_micro_batch(trainer, 1)
                 trainer.train_step(want_stats=False)          # the AdamW states exist from here on
                 trainer.optimizer.zero_grad(set_to_none=True)
                 sync(device)
