@@ -121,6 +121,8 @@ def build(cfg: Config, data: Path, run: Path) -> T.Trainer:
     T.read_data_description(cfg, data)
     trainer = T.Trainer(cfg, 1, data, run, D.init_distributed())
     trainer.build(None, None)
+    from vampdiffusion.training.signals import StopRequest
+    trainer.stop = StopRequest()
     return trainer
 
 
@@ -133,10 +135,12 @@ def probe_step(trainer: T.Trainer, size: int) -> float | None:
     """One full training step (forward, backward, clip, AdamW, EMA) at micro-batch `size`:
     its peak allocated GiB, or None when it does not fit (CUDA out of memory)."""
     device = trainer.device
+    cuda = device.type == "cuda"
     use_micro_batch(trainer, size)
     gc.collect()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats(device)
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     try:
         trainer.train_step(want_stats=False)
         sync(device)
@@ -145,6 +149,8 @@ def probe_step(trainer: T.Trainer, size: int) -> float | None:
         ok = False
     trainer.optimizer.zero_grad(set_to_none=True)
     gc.collect()
+    if not cuda:
+        return 0.0  # a CPU run only exercises this code (--find-max-batch --max-batch-cap small)
     torch.cuda.empty_cache()
     return torch.cuda.max_memory_allocated(device) / 2**30 if ok else None
 
@@ -176,6 +182,8 @@ def memory_model(peaks: dict[int, float | None], static_gib: float) -> dict:
         return {}
     x, y = np.array([m for m, _ in pts], float), np.array([p for _, p in pts])
     slope, intercept = np.polyfit(x, y, 1)
+    if slope <= 0:  # CPU runs record no memory
+        return {}
     return {"static_gib": static_gib, "fixed_gib": float(intercept), "gib_per_image": float(slope),
             "points": [[int(m), float(p)] for m, p in pts],
             "gib_at_micro_batch_32": float(intercept + 32 * slope),
@@ -261,7 +269,7 @@ def main() -> int:
     if not cuda:
         torch.set_num_threads(args.threads)
     if args.find_max_batch and not cuda:
-        print("--find-max-batch needs CUDA; skipped", file=sys.stderr)
+        print("--find-max-batch on the CPU only exercises the search up to --max-batch-cap", file=sys.stderr)
     peak = measure_matmul_peak(device) if cuda else 0.0
     datasheet = device_peak_flops(device, cfg.train.peak_tflops * 1e12)
     result = {"device": torch.cuda.get_device_name() if cuda else "cpu", "torch": torch.__version__,
@@ -280,12 +288,12 @@ def main() -> int:
             trainer = build(mcfg, data, tmp / f"run_{i}")
             micro_batch = cfg.train.micro_batch
             key = f"checkpointing={checkpointing}"
-            if args.find_max_batch and cuda and not compile_ and key not in result["max_micro_batch"]:
+            if args.find_max_batch and not compile_ and key not in result["max_micro_batch"]:
                 use_micro_batch(trainer, 1)
                 trainer.train_step(want_stats=False)          # the AdamW states exist from here on
                 trainer.optimizer.zero_grad(set_to_none=True)
                 sync(device)
-                static = torch.cuda.memory_allocated(device) / 2**30
+                static = torch.cuda.memory_allocated(device) / 2**30 if cuda else 0.0
                 found, peaks = find_max_micro_batch(trainer, cfg.train.micro_batch, args.max_batch_cap)
                 result["max_micro_batch"][key] = found
                 result["memory_model"][key] = memory_model(peaks, static)
