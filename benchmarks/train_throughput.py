@@ -42,12 +42,13 @@ from vampdiffusion.training import train as T
 from vampdiffusion.training.metrics import device_peak_flops, measure_matmul_peak, mfu
 
 
-def write_dataset(root: Path, n: int, hw: int, max_tags: int) -> Path:
-    """Random latents in the `vamp data encode` layout (one shard, one bucket)."""
+def write_dataset(root: Path, n: int, hw: int, max_tags: int, vocab_size: int) -> Path:
+    """Random latents in the `vamp data encode` layout (one shard, one bucket), with a vocabulary of the
+    config's size (the trainer sizes the tag embedding from vocab.json: v1's 120k tags are 76.8M parameters)."""
     rng = np.random.default_rng(0)
     latents = rng.standard_normal((n, 4, hw, hw)).astype(np.float16)
     record = write_shard(root, 0, latents, {"bucket": [hw * 8, hw * 8], "skipped": []})
-    tags = [f"tag{i}" for i in range(200)]
+    tags = [f"tag{i}" for i in range(max(200, vocab_size - len(TagVocab([]))))]
     ids = [[2, *sorted(rng.choice(np.arange(4, 204), size=min(20, max_tags - 2), replace=False).tolist()), 3]
            for _ in range(n)]
     pq.write_table(pa.table({
@@ -251,6 +252,9 @@ def main() -> int:
                          "found per checkpointing setting; needs --find-max-batch); default: the config's")
     ap.add_argument("--find-max-batch", action="store_true", help="CUDA: largest micro-batch that fits")
     ap.add_argument("--max-batch-cap", type=int, default=256, help="stop the search at this micro-batch")
+    ap.add_argument("--probe", default="",
+                    help="comma list of micro-batches: the peak memory of one full training step at each "
+                         "(CUDA), per non-compiled mode; no timing")
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads (1: on a shared 2-core machine more threads mostly spin)")
     ap.add_argument("--json", default="benchmarks/train_throughput.json")
@@ -279,7 +283,8 @@ def main() -> int:
               "rows": [], "max_micro_batch": {}, "memory_model": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        data = write_dataset(tmp / "latents", max(args.rows, cfg.train.micro_batch * 2), args.latent, cfg.model.max_tags)
+        data = write_dataset(tmp / "latents", max(args.rows, cfg.train.micro_batch * 2), args.latent, cfg.model.max_tags,
+                             cfg.model.vocab_size)
         for i, mode in enumerate(modes):
             checkpointing, compile_ = MODES[mode]
             mcfg = copy.deepcopy(cfg)
@@ -297,6 +302,19 @@ def main() -> int:
                 found, peaks = find_max_micro_batch(trainer, cfg.train.micro_batch, args.max_batch_cap)
                 result["max_micro_batch"][key] = found
                 result["memory_model"][key] = memory_model(peaks, static)
+            if args.probe and not compile_:
+                use_micro_batch(trainer, 1)
+                trainer.train_step(want_stats=False)          # the AdamW states exist from here on
+                trainer.optimizer.zero_grad(set_to_none=True)
+                sync(device)
+                static = torch.cuda.memory_allocated(device) / 2**30 if cuda else 0.0
+                peaks = {int(b): probe_step(trainer, int(b)) for b in args.probe.split(",")}
+                result.setdefault("probes", {})[key] = {"static_gib": static, "peak_gib": peaks}
+                print(f"{mode}: static {static:.2f} GiB; peak GiB per micro-batch {peaks}", flush=True)
+                del trainer
+                gc.collect()
+                atomic_write_json(args.json, result)
+                continue
             if args.micro_batch == "max":
                 micro_batch = result["max_micro_batch"].get(key, micro_batch)
             elif args.micro_batch:
