@@ -109,6 +109,7 @@ def test_prompt_file_generates_every_line_with_a_progress_bar(model_dir, tmp_pat
     (["--steps", "0"], "steps must be in 1..1000"),
     (["--sampler", "heun"], "sampler must be one of"),
     (["--cfg-rescale", "1.5"], "cfg rescale must be in 0..1"),
+    (["--negative-quality", "4"], "negative quality must be -1"),
     (["--n", "0"], "n (images per prompt) must be >= 1"),
 ])
 def test_bad_input_is_refused_before_any_compute(model_dir, tmp_path, monkeypatch, capsys, extra, message):

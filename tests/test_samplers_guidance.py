@@ -84,3 +84,49 @@ def test_rescale_of_a_constant_prediction_is_finite():
     v_u = torch.zeros(1, 4, 3, 3)
     v = guided_v(v_u, v_u, 6.0, 0.7)
     assert torch.isfinite(v).all() and v.abs().max().item() == 0.0
+
+
+def test_negative_quality_sets_the_unconditional_tier_only():
+    model = StubModel()
+    x, t, tags, quality = _inputs()
+    guided_predictor(model, tags, quality, scale=6.0, rescale=0.0, negative_quality=0)(x, t)
+    _, _, seen_q, _ = model.calls[0]
+    assert seen_q.tolist() == [0, 0, 3, 1]                         # uncond at tier 0, cond keeps the prompt's
+
+
+class NoDenoise(torch.nn.Module):
+    """Hides a VampDiT's encode_tags / denoise, forcing the full forward at every step."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args, **kwargs):
+        return self.model(*args, **kwargs)
+
+
+def test_a_vampdit_encodes_the_tags_once_with_the_same_prediction():
+    from vampdiffusion.config import load_config
+    from vampdiffusion.models.dit import VampDiT
+    cfg = load_config("configs/tiny.yaml").model
+    torch.manual_seed(0)
+    model = VampDiT(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():     # leave adaLN-Zero so the output depends on everything
+            if "adaLN_modulation" in name or "final_layer" in name:
+                p.normal_(0, 0.02)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 4, 8, 8, generator=g)
+    tags = torch.randint(4, cfg.vocab_size, (2, cfg.max_tags), generator=g)
+    quality = torch.tensor([3, 0])
+    calls = []
+    model.tag_encoder.register_forward_hook(lambda *a: calls.append(1))
+    with torch.no_grad():
+        once = guided_predictor(model, tags, quality, 4.0, 0.7, negative_quality=0)
+        every = guided_predictor(NoDenoise(model), tags, quality, 4.0, 0.7, negative_quality=0)
+        n_before = len(calls)
+        for step in (900, 500, 100):
+            t = torch.full((2,), step)
+            assert torch.allclose(once(x, t), every(x, t), rtol=1e-5, atol=1e-6)
+    assert n_before == 1                              # the encoder ran once for `once` (before any step) ...
+    assert len(calls) == n_before + 3                 # ... and once per step for the wrapped model

@@ -67,6 +67,7 @@ class SampleConfig:
     steps: int = 28                   # sampling steps, trailing spacing
     cfg_scale: float = 6.0            # classifier-free guidance scale w
     cfg_rescale: float = 0.7          # guidance rescale φ (Lin et al. §3.4)
+    negative_quality: int = -1        # tier of the unconditional branch: -1 = the prompt's tier (plain CFG); 0 = "worst quality" negative
     alpha_bar_min: float = 2.0 ** -24  # clamp of alpha_bar_T where sigma_T = inf would break a sampler
 
 

@@ -1,7 +1,10 @@
 """Classifier-free guidance (SPEC §3, §4) with guidance rescale φ (Lin et al. 2023 §3.4).
 
 The unconditional input is the empty tag sequence [BOS][EOS]; the quality tier (and a forced
-style expert) is kept. Unconditional and conditional passes run as one batch of 2B.
+style expert) is kept, unless `negative_quality` names a tier for the unconditional branch — the
+quality counterpart of a "worst quality" negative prompt: guidance then also pushes away from that
+tier (the model saw every tier with empty tags in training, SPEC §3). Unconditional and conditional
+passes run as one batch of 2B; a VampDiT encodes the two tag sequences once per sampling run.
 """
 
 from __future__ import annotations
@@ -42,21 +45,39 @@ def empty_tags_like(tag_ids: torch.Tensor, bos_id: int = 2, eos_id: int = 3, pad
     return empty
 
 
+def _encodes_once(model: torch.nn.Module) -> bool:
+    """A plain (not FSDP2-sharded) VampDiT: its tag encoding can be reused across sampling steps."""
+    if not (hasattr(model, "encode_tags") and hasattr(model, "denoise")):
+        return False
+    return all(type(p) is torch.nn.Parameter or type(p) is torch.Tensor for p in model.parameters())
+
+
 def guided_predictor(model: torch.nn.Module, tag_ids: torch.Tensor, quality: torch.Tensor,
-                     scale: float, rescale: float, style_override: torch.Tensor | None = None) -> PredictV:
+                     scale: float, rescale: float, style_override: torch.Tensor | None = None,
+                     negative_quality: int = -1) -> PredictV:
     """predict_v(x, t) for a sampler: one batched 2B pass (uncond first), then CFG + rescale.
 
     At w = 1 the guided prediction is the conditional one, so only the conditional half runs.
+    negative_quality >= 0: the unconditional half uses that tier instead of the prompt's.
     """
-    empty = empty_tags_like(tag_ids)
+    if scale == 1:
+        tags2, quality2, style2 = tag_ids, quality, style_override
+    else:
+        q_uncond = quality if negative_quality < 0 else torch.full_like(quality, negative_quality)
+        tags2 = torch.cat([empty_tags_like(tag_ids), tag_ids])
+        quality2 = torch.cat([q_uncond, quality])
+        style2 = None if style_override is None else torch.cat([style_override, style_override])
+    e_tag2 = model.encode_tags(tags2)[2] if _encodes_once(model) else None   # (nB, d), once per run
 
     def predict_v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if scale == 1:
-            v, _ = model(x, t, tag_ids, quality, style_override=style_override)
+        n = tags2.shape[0] // x.shape[0]                                      # 1, or 2 with guidance
+        x2, t2 = (x, t) if n == 1 else (torch.cat([x, x]), torch.cat([t, t]))
+        if e_tag2 is not None:
+            v, _ = model.denoise(x2, t2, e_tag2, quality2, style_override=style2)
+        else:
+            v, _ = model(x2, t2, tags2, quality2, style_override=style2)        # (nB, C, H, W)
+        if n == 1:
             return v
-        style2 = None if style_override is None else torch.cat([style_override, style_override])
-        v, _ = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([empty, tag_ids]),
-                     torch.cat([quality, quality]), style_override=style2)   # (2B, C, H, W)
         v_uncond, v_cond = v.chunk(2)
         return guided_v(v_uncond, v_cond, scale, rescale)
 

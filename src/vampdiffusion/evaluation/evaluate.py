@@ -90,7 +90,8 @@ def generate_batches(gen, ds, rows: np.ndarray, quality: int, seeds: list[int], 
             style = None if style_override is None else torch.full((B,), style_override, dtype=torch.long)
             latents = sample_latents(gen, tag_ids, torch.full((B,), quality, dtype=torch.long),
                                      [seeds[k] for k in idx], (int(w) * VAE_FACTOR, int(h) * VAE_FACTOR),
-                                     s.steps, s.sampler, s.cfg_scale, s.cfg_rescale, style)
+                                     s.steps, s.sampler, s.cfg_scale, s.cfg_rescale, style,
+                                     s.negative_quality)
             yield idx, decode(gen, latents)
 
 

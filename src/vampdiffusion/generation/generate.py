@@ -56,6 +56,7 @@ class Request:
     seed: int = 0
     n: int = 1
     size: tuple[int, int] | None = None  # (width, height) in pixels; None = latents.resolution square
+    negative_quality: int | None = None  # tier of the unguided branch; -1 = the prompt's tier (plain CFG)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -74,7 +75,8 @@ def with_defaults(req: Request, cfg: Config) -> Request:
                    cfg_scale=s.cfg_scale if req.cfg_scale is None else req.cfg_scale,
                    cfg_rescale=s.cfg_rescale if req.cfg_rescale is None else req.cfg_rescale,
                    seed=req.seed, n=req.n,
-                   size=(cfg.latents.resolution,) * 2 if req.size is None else tuple(req.size))
+                   size=(cfg.latents.resolution,) * 2 if req.size is None else tuple(req.size),
+                   negative_quality=s.negative_quality if req.negative_quality is None else req.negative_quality)
 
 
 def check_request(req: Request, cfg: Config) -> None:
@@ -93,6 +95,9 @@ def check_request(req: Request, cfg: Config) -> None:
         raise ValueError(f"cfg scale must be >= 0 (1 = no guidance), got {req.cfg_scale}")
     if not 0 <= req.cfg_rescale <= 1:
         raise ValueError(f"cfg rescale must be in 0..1 (0 = plain CFG), got {req.cfg_rescale}")
+    if not -1 <= req.negative_quality < m.num_quality_tiers:
+        raise ValueError(f"negative quality must be -1 (the prompt's tier) or 0..{m.num_quality_tiers - 1}, "
+                         f"got {req.negative_quality}")
     if req.n < 1:
         raise ValueError(f"n (images per prompt) must be >= 1, got {req.n}")
     if not (0 <= req.seed and req.seed + req.n - 1 < 2 ** 63):
@@ -191,12 +196,12 @@ def initial_noise(seeds: list[int], shape: tuple[int, int, int]) -> torch.Tensor
 @torch.no_grad()
 def sample_latents(gen: LoadedModel, tag_ids: torch.Tensor, quality: torch.Tensor, seeds: list[int],
                    size: tuple[int, int], steps: int, sampler: str, cfg_scale: float, cfg_rescale: float,
-                   style: torch.Tensor | None = None) -> torch.Tensor:
+                   style: torch.Tensor | None = None, negative_quality: int = -1) -> torch.Tensor:
     """tag_ids (B, L), quality (B,), one seed per image -> clean latents (B, C, H/8, W/8), scaled."""
     w, h = size
     x_T = initial_noise(seeds, (gen.cfg.model.in_channels, h // VAE_FACTOR, w // VAE_FACTOR)).to(gen.device)
     predict_v = guided_predictor(gen.model, tag_ids.to(gen.device), quality.to(gen.device), cfg_scale,
-                                 cfg_rescale, None if style is None else style.to(gen.device))
+                                 cfg_rescale, None if style is None else style.to(gen.device), negative_quality)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if gen.device.type == "cuda" else nullcontext()
     with autocast:
         x0 = sample(sampler, lambda x, t: predict_v(x, t).float(), x_T, gen.schedule, steps,
@@ -219,6 +224,8 @@ def parameters_text(prompt: str, req: Request, seed: int, model_hash: str) -> st
               ("CFG rescale", f"{req.cfg_rescale:g}"), ("Seed", seed), ("Size", f"{w}x{h}"),
               ("Quality", req.quality), ("Style", "-" if req.style is None else req.style),
               ("Model hash", model_hash)]
+    if req.negative_quality is not None and req.negative_quality >= 0:
+        fields.insert(4, ("Negative quality", req.negative_quality))
     return prompt.strip() + "\n" + ", ".join(f"{k}: {v}" for k, v in fields)
 
 
@@ -237,11 +244,12 @@ def parse_parameters(text: str) -> dict[str, str]:
 def generate(gen: LoadedModel, tags: str, quality: int = 3, style: int | None = None, steps: int | None = None,
              sampler: str | None = None, cfg_scale: float | None = None, cfg_rescale: float | None = None,
              seed: int = 0, n: int = 1, size: tuple[int, int] | None = None,
-             batch_size: int = 4) -> list[Image.Image]:
+             batch_size: int = 4, negative_quality: int | None = None) -> list[Image.Image]:
     """n images of one prompt; image i uses seed + i. Each image's .info['parameters'] holds its settings.
 
     None settings take the model's config (sample section; size: the latents.resolution square)."""
-    req = with_defaults(Request(tags, quality, style, steps, sampler, cfg_scale, cfg_rescale, seed, n, size), gen.cfg)
+    req = with_defaults(Request(tags, quality, style, steps, sampler, cfg_scale, cfg_rescale, seed, n, size,
+                                negative_quality), gen.cfg)
     check_request(req, gen.cfg)
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
@@ -262,7 +270,7 @@ def generate_checked(gen: LoadedModel, req: Request, batch_size: int,
         quality = torch.full((B,), req.quality, dtype=torch.long)
         style = None if req.style is None else torch.full((B,), req.style, dtype=torch.long)
         latents = sample_latents(gen, tag_ids, quality, seeds, req.size, req.steps, req.sampler,
-                                 req.cfg_scale, req.cfg_rescale, style)
+                                 req.cfg_scale, req.cfg_rescale, style, req.negative_quality)
         for image, s in zip(decode(gen, latents), seeds):
             image.info[PARAMETERS_KEY] = parameters_text(req.tags, req, s, gen.model_hash)
             images.append(image)
@@ -310,6 +318,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sampler", default=None, help=f"{' | '.join(SAMPLERS)} (default: the model's sample.sampler)")
     parser.add_argument("--cfg", type=float, default=None, help="guidance scale w (default: sample.cfg_scale)")
     parser.add_argument("--cfg-rescale", type=float, default=None, help="guidance rescale φ in 0..1 (default: sample.cfg_rescale)")
+    parser.add_argument("--negative-quality", type=int, default=None,
+                        help="quality tier of the unguided branch, like a 'worst quality' negative prompt "
+                             "(0); -1 = the prompt's tier (default: sample.negative_quality)")
     parser.add_argument("--seed", type=int, default=0, help="seed of image 0; image i uses seed + i (default 0)")
     parser.add_argument("--n", type=int, default=1, help="images per prompt (default 1)")
     parser.add_argument("--size", default=None, help="WIDTHxHEIGHT in pixels (default: the model's latents.resolution square)")
@@ -340,7 +351,8 @@ def main(args: argparse.Namespace) -> int:
         cfg = read_model_config(args.model)
         size = parse_size(args.size) if args.size is not None else None
         requests = [with_defaults(Request(p, args.quality, args.style, args.steps, args.sampler, args.cfg,
-                                          args.cfg_rescale, args.seed, args.n, size), cfg) for p in prompts]
+                                          args.cfg_rescale, args.seed, args.n, size, args.negative_quality), cfg)
+                    for p in prompts]
         for req in requests:
             check_request(req, cfg)
         if args.batch_size < 1:

@@ -43,7 +43,8 @@ def sample_grid_latents(model: torch.nn.Module, tag_ids: torch.Tensor, cfg: Conf
     gen = torch.Generator().manual_seed(cfg.train.seed)                               # same noise every grid
     x_T = torch.randn(len(tags), cfg.model.in_channels, *latent_hw, generator=gen).to(device)
     schedule = NoiseSchedule(cfg.diffusion)
-    predict_v = guided_predictor(model, tags, quality, cfg.sample.cfg_scale, cfg.sample.cfg_rescale)
+    predict_v = guided_predictor(model, tags, quality, cfg.sample.cfg_scale, cfg.sample.cfg_rescale,
+                                 negative_quality=cfg.sample.negative_quality)
     return sample(cfg.sample.sampler, predict_v, x_T, schedule, cfg.sample.steps, cfg.sample.alpha_bar_min)
 
 
