@@ -131,3 +131,20 @@ def test_cli_names_a_missing_model_folder(tmp_path, capsys):
                                  logs=[], vae_path=None, device=None, config=None, overrides=[])
     assert main(args) == 2
     assert "model folder" in capsys.readouterr().err
+
+
+def test_single_object_reading_separates_wrong_colours_from_extra_regions():
+    from vampdiffusion.evaluation.evaluate import single_object_reading
+    from vampdiffusion.evaluation.oracle import OracleObject, OracleReading
+
+    def reading(*colours):
+        return OracleReading("white_background", [OracleObject(c, "circle", 10, (0, 0, 0), 0.5) for c in colours], 0.5)
+
+    def truth(*colours):
+        return {"objects": [{"colour": c} for c in colours]}
+
+    readings = [reading("red"), reading("blue", "red", "green"), reading("blue"), reading(), reading("red", "blue")]
+    truths = [truth("red"), truth("red"), truth("red"), truth("red"), truth("red", "blue")]  # the last: two objects
+    d = single_object_reading(readings, truths)
+    assert d == {"count": 4, "largest_is_prompted": 0.25, "prompted_present": 0.5, "mean_regions_read": 1.25}
+    assert single_object_reading([reading("red")], [truth("red", "blue")]) is None

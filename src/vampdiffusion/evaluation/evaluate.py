@@ -214,6 +214,19 @@ def oracle_scores(readings: list, truths: list[dict]) -> dict:
     return tally
 
 
+def single_object_reading(readings: list, truths: list[dict]) -> dict | None:
+    """Single-object prompts: how often the largest coloured region read has the prompted colour, how often
+    the prompted colour is among the regions read at all, and how many regions are read per image —
+    what separates a wrong colour from extra coloured regions that outgrow the object."""
+    pairs = [(r, t["objects"][0]["colour"]) for r, t in zip(readings, truths) if len(t["objects"]) == 1]
+    if not pairs:
+        return None
+    return {"count": len(pairs),
+            "largest_is_prompted": float(np.mean([bool(r.objects) and r.objects[0].colour == c for r, c in pairs])),
+            "prompted_present": float(np.mean([c in {o.colour for o in r.objects} for r, c in pairs])),
+            "mean_regions_read": float(np.mean([len(r.objects) for r, _ in pairs]))}
+
+
 def oracle_chance(num_colours: int, num_shapes: int, num_backgrounds: int) -> dict:
     return {"colour": 1 / num_colours, "shape": 1 / num_shapes, "background": 1 / num_backgrounds,
             "colour_pair": 2 / num_colours}  # a random pair of distinct colours holds each prompted colour w.p. 2/6
@@ -258,6 +271,10 @@ def oracle_results(gen_read: dict[int, list], gen_truths: list[dict], real_read:
         "sharpness": {"generated": gen_sharp, "real": real_sharp,
                       "rises_with_tier": all(v is not None for v in seq) and all(a < b for a, b in zip(seq, seq[1:]))},
         "min_accuracy": min_accuracy,
+        "single_object_colour": {
+            "generated": single_object_reading([r for q in sorted(gen_read) for r in gen_read[q]],
+                                               [t for q in sorted(gen_read) for t in gen_truths[:len(gen_read[q])]]),
+            "real": single_object_reading(real_read, real_truths)},
     }
 
 
@@ -583,6 +600,11 @@ def print_summary(ev: Evaluation) -> None:
         for name, a in o["attributes"].items():
             print(f"  {name}: " + (f"{_pct(a['accuracy'])} (chance {_pct(a['chance'])}, oracle on decoded real "
                                    f"{_pct(a['calibration'])})" if a["status"] == "ok" else a["status"]))
+        for kind, d in (o.get("single_object_colour") or {}).items():
+            if d:
+                print(f"  single-object prompts, {kind}: largest region has the prompted colour "
+                      f"{_pct(d['largest_is_prompted'])}, prompted colour present {_pct(d['prompted_present'])}, "
+                      f"{d['mean_regions_read']:.2f} coloured regions read per image")
         sh = o["sharpness"]["generated"]
         print("  sharpness per tier: " + ", ".join(f"{q}: {R.fmt(v)}" for q, v in sh.items()))
     else:
