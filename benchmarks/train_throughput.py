@@ -156,6 +156,16 @@ def probe_step(trainer: T.Trainer, size: int) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if ok else None
 
 
+def static_memory_gib(trainer: T.Trainer) -> float:
+    """One step at micro-batch 1 so the AdamW states exist, gradients freed: the GiB every step starts from
+    (weights, AdamW, EMA; 0 on the CPU)."""
+    use_micro_batch(trainer, 1)
+    trainer.train_step(want_stats=False)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    sync(trainer.device)
+    return torch.cuda.memory_allocated(trainer.device) / 2**30 if trainer.device.type == "cuda" else 0.0
+
+
 def find_max_micro_batch(trainer: T.Trainer, start: int, cap: int) -> tuple[int, dict[int, float | None]]:
     """Largest micro-batch (≤ cap) whose full training step fits: doubling, then bisection to 1/16 of it."""
     peaks: dict[int, float | None] = {}
@@ -294,20 +304,12 @@ def main() -> int:
             micro_batch = cfg.train.micro_batch
             key = f"checkpointing={checkpointing}"
             if args.find_max_batch and not compile_ and key not in result["max_micro_batch"]:
-                use_micro_batch(trainer, 1)
-                trainer.train_step(want_stats=False)          # the AdamW states exist from here on
-                trainer.optimizer.zero_grad(set_to_none=True)
-                sync(device)
-                static = torch.cuda.memory_allocated(device) / 2**30 if cuda else 0.0
+                static = static_memory_gib(trainer)
                 found, peaks = find_max_micro_batch(trainer, cfg.train.micro_batch, args.max_batch_cap)
                 result["max_micro_batch"][key] = found
                 result["memory_model"][key] = memory_model(peaks, static)
             if args.probe and not compile_:
-                use_micro_batch(trainer, 1)
-                trainer.train_step(want_stats=False)          # the AdamW states exist from here on
-                trainer.optimizer.zero_grad(set_to_none=True)
-                sync(device)
-                static = torch.cuda.memory_allocated(device) / 2**30 if cuda else 0.0
+                static = static_memory_gib(trainer)
                 peaks = {int(b): probe_step(trainer, int(b)) for b in args.probe.split(",")}
                 result.setdefault("probes", {})[key] = {"static_gib": static, "peak_gib": peaks}
                 print(f"{mode}: static {static:.2f} GiB; peak GiB per micro-batch {peaks}", flush=True)

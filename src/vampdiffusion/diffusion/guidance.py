@@ -60,7 +60,8 @@ def guided_predictor(model: torch.nn.Module, tag_ids: torch.Tensor, quality: tor
     At w = 1 the guided prediction is the conditional one, so only the conditional half runs.
     negative_quality >= 0: the unconditional half uses that tier instead of the prompt's.
     """
-    if scale == 1:
+    guided = scale != 1
+    if not guided:
         tags2, quality2, style2 = tag_ids, quality, style_override
     else:
         q_uncond = quality if negative_quality < 0 else torch.full_like(quality, negative_quality)
@@ -70,13 +71,12 @@ def guided_predictor(model: torch.nn.Module, tag_ids: torch.Tensor, quality: tor
     e_tag2 = model.encode_tags(tags2)[2] if _encodes_once(model) else None   # (nB, d), once per run
 
     def predict_v(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        n = tags2.shape[0] // x.shape[0]                                      # 1, or 2 with guidance
-        x2, t2 = (x, t) if n == 1 else (torch.cat([x, x]), torch.cat([t, t]))
+        x2, t2 = (torch.cat([x, x]), torch.cat([t, t])) if guided else (x, t)
         if e_tag2 is not None:
             v, _ = model.denoise(x2, t2, e_tag2, quality2, style_override=style2)
         else:
-            v, _ = model(x2, t2, tags2, quality2, style_override=style2)        # (nB, C, H, W)
-        if n == 1:
+            v, _ = model(x2, t2, tags2, quality2, style_override=style2)        # (2B or B, C, H, W)
+        if not guided:
             return v
         v_uncond, v_cond = v.chunk(2)
         return guided_v(v_uncond, v_cond, scale, rescale)

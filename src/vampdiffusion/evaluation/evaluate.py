@@ -239,8 +239,9 @@ def oracle_results(gen_read: dict[int, list], gen_truths: list[dict], real_read:
     from vampdiffusion.data.synth import BACKGROUNDS, COLOURS, SHAPES
     calib = oracle_scores(real_read, real_truths)
     chance = oracle_chance(len(COLOURS), len(SHAPES), len(BACKGROUNDS))
-    pooled = oracle_scores([r for q in sorted(gen_read) for r in gen_read[q]],
-                           [t for q in sorted(gen_read) for t in gen_truths[:len(gen_read[q])]])
+    pooled_read = [r for q in sorted(gen_read) for r in gen_read[q]]
+    pooled_truths = [t for q in sorted(gen_read) for t in gen_truths[:len(gen_read[q])]]
+    pooled = oracle_scores(pooled_read, pooled_truths)
     per_tier = {q: oracle_scores(gen_read[q], gen_truths[:len(gen_read[q])]) for q in gen_read}
     attributes = {}
     for name in ("colour", "shape", "background", "colour_pair"):
@@ -272,8 +273,7 @@ def oracle_results(gen_read: dict[int, list], gen_truths: list[dict], real_read:
                       "rises_with_tier": all(v is not None for v in seq) and all(a < b for a, b in zip(seq, seq[1:]))},
         "min_accuracy": min_accuracy,
         "single_object_colour": {
-            "generated": single_object_reading([r for q in sorted(gen_read) for r in gen_read[q]],
-                                               [t for q in sorted(gen_read) for t in gen_truths[:len(gen_read[q])]]),
+            "generated": single_object_reading(pooled_read, pooled_truths),
             "real": single_object_reading(real_read, real_truths)},
     }
 

@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import torch
@@ -35,7 +36,6 @@ def measure_matmul_peak(device: torch.device, dtype: torch.dtype = torch.bfloat1
                         reps: int | None = None) -> float:
     """Measured FLOP/s of an n×n×n matmul on random data: the achievable peak an MFU in the same run
     can be compared with (GPU: n = 8192, 20 products after 3 warm-ups; CPU: n = 1024, 5 products)."""
-    import time
     cuda = device.type == "cuda"
     n = n or (8192 if cuda else 1024)
     reps = reps or (20 if cuda else 5)
