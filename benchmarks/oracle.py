@@ -2,7 +2,8 @@
 
 Accuracy of background, colour and shape (every object of every normal post kept by the score stage,
 u >= 0.3) at 64 and 128 px, as rendered and encoded by `vamp data synth`, and at 64 px after a
-TAESD-XL encode/decode round trip (what generated images go through); mean sharpness per quality tier.
+TAESD-XL encode/decode round trip (what generated images go through); mean sharpness per quality tier, and the
+latents' mean squared Laplacian per tier (how far apart the tiers are at the scale the model works at).
 
     python benchmarks/oracle.py --posts 1500 --vae-path ../shared/weights/taesdxl --json benchmarks/oracle.json
 """
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import time
 
 import numpy as np
 import torch
 from PIL import Image
 
+from vampdiffusion.atomic import atomic_write_json
 from vampdiffusion.config import LatentConfig
 from vampdiffusion.data.synth import SynthArgs, plan_posts, render_file
 from vampdiffusion.evaluation.oracle import read_image
@@ -68,15 +69,24 @@ def main() -> None:
     vae = load_vae(LatentConfig(vae="taesdxl", vae_path=a.vae_path, scaling_factor=1.0))
     posts, images = kept_posts(a.posts, 64, seed=64)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1
-    rec = torch.cat([vae.decode(vae.encode(x[i:i + 64])) for i in range(0, len(x), 64)])
+    with torch.no_grad():
+        lat = torch.cat([vae.encode(x[i:i + 64]) for i in range(0, len(x), 64)])
+        rec = torch.cat([vae.decode(lat[i:i + 64]) for i in range(0, len(lat), 64)])
     rec = ((rec.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255).astype(np.uint8)
     rows["TAESD-XL round trip 64 px"] = score(posts, rec)
+    # how far apart the tiers are where the model works: the latents' mean squared 4-neighbour Laplacian
+    lap = 4 * lat[..., 1:-1, 1:-1] - lat[..., :-2, 1:-1] - lat[..., 2:, 1:-1] - lat[..., 1:-1, :-2] - lat[..., 1:-1, 2:]
+    energy = lap.pow(2).mean((1, 2, 3)).numpy()
+    tiers = np.array([tier(p["u"]) for p in posts])
+    rows["TAESD-XL round trip 64 px"]["latent_laplacian_energy_per_tier"] = [
+        float(energy[tiers == q].mean()) for q in range(4)]
     print(f"{'images':<28}{'n':>6}{'background':>12}{'colour':>9}{'shape':>9}   sharpness tier 0..3        ms/img")
     for name, r in rows.items():
         s = " ".join(f"{v:.3f}" for v in r["sharpness_per_tier"])
         print(f"{name:<28}{r['images']:>6}{r['background']:>12.3f}{r['colour']:>9.3f}{r['shape']:>9.3f}   {s}   {r['ms_per_image']:.1f}")
-    with open(a.json, "w") as f:
-        json.dump(rows, f, indent=2)
+    e = rows["TAESD-XL round trip 64 px"]["latent_laplacian_energy_per_tier"]
+    print("TAESD-XL latents (8x8): mean squared Laplacian per tier 0..3: " + " ".join(f"{v:.3f}" for v in e))
+    atomic_write_json(a.json, rows)
 
 
 if __name__ == "__main__":

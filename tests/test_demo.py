@@ -19,8 +19,8 @@ def demo(tmp_path_factory, taesdxl_path):
 
 @pytest.mark.slow
 def test_demo_learns_colour_from_the_tags_well_above_chance(demo):
-    # The issue's target is >= 80 %; this session's default demo measures 63-72 % (issue 7 stays open
-    # until the target is met). What is asserted here is learning: three times the 1/6 chance level.
+    # The issue's target is >= 80 %; the default demo measures 75-79 % (issue 7 stays open until the
+    # target is met). What is asserted here is learning: three times the 1/6 chance level.
     _, results, _ = demo
     colour = results["oracle"]["attributes"]["colour"]
     assert colour["chance"] <= 1 / 6
@@ -30,11 +30,21 @@ def test_demo_learns_colour_from_the_tags_well_above_chance(demo):
 @pytest.mark.slow
 def test_demo_data_sharpness_rises_with_quality_tier(demo):
     # the held-out data itself (decoded latents) is sharper at higher tiers: the signal the quality
-    # experts are meant to learn is there (the generated images do not show it yet: issue 7)
+    # experts are meant to learn is there
     _, results, _ = demo
     sharp = results["oracle"]["sharpness"]["real"]
     values = [sharp[str(q)] for q in range(4)]
     assert all(b > a for a, b in zip(values, values[1:])), values
+
+
+@pytest.mark.slow
+def test_demo_generated_images_are_sharper_at_the_top_tier(demo):
+    # same prompts and seeds at every tier: the quality tier alone makes the images sharper. Measured
+    # 0.349 / 0.372 / 0.430 / 0.466 for tiers 0..3 (docs/benchmarks.md "demo"); the report's check asks for
+    # the full ordering, this test for a clear top-vs-bottom gap
+    _, results, _ = demo
+    sharp = results["oracle"]["sharpness"]["generated"]
+    assert sharp["3"] - sharp["0"] >= 0.05, sharp
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vampdiffusion.config import DiffusionConfig, ModelConfig
-from vampdiffusion.diffusion.loss import training_loss
+from vampdiffusion.diffusion.loss import loss_weights, training_loss
 from vampdiffusion.diffusion.schedule import NoiseSchedule
 
 SCHEDULE = NoiseSchedule(DiffusionConfig())
@@ -46,6 +46,30 @@ def test_v_loss_is_the_mean_squared_v_target():
     eps = (seen.x - a * b["latent"]) / s
     v = a * eps - s * b["latent"]
     assert abs(m["v_mse"].item() - v.pow(2).mean().item()) < 1e-5
+
+
+def test_min_snr_weights_cap_the_implied_x0_weight_at_gamma():
+    cfg = DiffusionConfig(loss_weighting="min_snr", min_snr_gamma=5.0)
+    t = torch.arange(1000)
+    w = loss_weights(SCHEDULE, cfg, t)
+    snr = SCHEDULE.snr[t].float()
+    # the weight on the x0 error, (SNR + 1) w, is min(SNR + 1, γ): L_v where SNR + 1 <= γ, capped above
+    assert torch.allclose((snr + 1) * w, torch.clamp(snr + 1, max=5.0), rtol=1e-5)
+    assert w[-1].item() == 1.0 and w[0].item() < 0.01        # the terminal step keeps its full weight
+    assert torch.equal(loss_weights(SCHEDULE, DiffusionConfig(), t), torch.ones(1000))
+    with pytest.raises(ValueError, match="loss_weighting"):
+        loss_weights(SCHEDULE, DiffusionConfig(loss_weighting="p2"), t)
+
+
+def test_weighted_v_loss_is_the_per_image_weighted_mean():
+    model, b = StubModel(), batch()
+    cfg = DiffusionConfig(cfg_dropout=0.0, loss_weighting="min_snr", min_snr_gamma=2.0)
+    _, m = training_loss(model, b, SCHEDULE, cfg, 0.0, torch.Generator().manual_seed(1))
+    seen = model.seen[0]
+    a, s = SCHEDULE.alpha[seen.t].float().view(-1, 1, 1, 1), SCHEDULE.sigma[seen.t].float().view(-1, 1, 1, 1)
+    v = a * (seen.x - a * b["latent"]) / s - s * b["latent"]   # the stub predicts v = 0
+    w = torch.clamp(2.0 / (SCHEDULE.snr[seen.t].float() + 1), max=1.0)
+    assert abs(m["v_mse"].item() - (v.pow(2).flatten(1).mean(1) * w).mean().item()) < 1e-5
 
 
 def test_total_loss_weights_the_auxiliary_losses():

@@ -56,6 +56,8 @@ class DiffusionConfig:
     lognormal_std: float = 1.2        # P_std of ln sigma (EDM)
     logit_normal_mean: float = 0.0    # m of t/T = sigmoid(N(m, s^2))
     logit_normal_std: float = 1.0     # s of t/T = sigmoid(N(m, s^2))
+    loss_weighting: str = "none"      # "none" (plain L_v) | "min_snr": w_t = min(1, γ / (SNR_t + 1)) on L_v
+    min_snr_gamma: float = 5.0        # γ of min_snr: caps the x0-error weight (SNR + 1) that L_v implies at γ
     cfg_dropout: float = 0.1          # probability of replacing the tags by the empty sequence in training
     lambda_style: float = 0.01        # λ_S: style load-balancing weight
     lambda_quality: float = 0.01      # λ_Q: quality load-balancing weight

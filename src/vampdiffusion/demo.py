@@ -36,7 +36,7 @@ class DemoArgs:
     size: int = 64                    # synthetic image side, pixels
     seed: int = 0                     # synthetic data and training seed
     vae_path: str = ""                # TAESD-XL: local folder or hub id; "" = $VAMP_TAESDXL, else the hub
-    phase_shares: tuple[float, float, float] = (0.7, 0.15, 0.15)  # share of the budget per phase
+    phase_shares: tuple[float, float, float] = (0.8, 0.1, 0.1)  # share of the budget per phase
 
 
 # ----------------------------------------------------------------------------

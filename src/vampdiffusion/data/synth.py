@@ -94,7 +94,11 @@ ARTISTS_PER_STYLE = 3  # each synthetic artist draws in one style
 
 # quality bands: u below each edge -> (blur sigma in pixels at 64 px, noise std in [0,1], JPEG quality)
 DEGRADATION_EDGES = (0.3, 0.4, 0.6, 0.8, 1.01)
-DEGRADATION = ((1.8, 0.09, 20), (1.3, 0.06, 35), (0.8, 0.035, 55), (0.4, 0.015, 80), (0.0, 0.0, 95))
+# blur strong and pixel noise light so that the tiers differ at the 8x latent scale too: with the first table
+# ((1.8, 0.09, 20), (1.3, 0.06, 35), (0.8, 0.035, 55), (0.4, 0.015, 80), (0, 0, 95)) the low tiers' pixel noise put
+# back the high frequencies their blur removed, and the TAESD-XL latents' Laplacian energy was flat across tiers
+# (7.67 / 7.60 / 7.61 / 7.68); with this one it rises 7.11 / 7.27 / 7.49 / 7.68 (benchmarks/oracle.py, 1000 posts)
+DEGRADATION = ((2.6, 0.05, 20), (1.7, 0.02, 35), (1.2, 0.015, 55), (0.6, 0.006, 80), (0.0, 0.0, 95))
 
 YEARS = tuple(range(2015, 2025))
 # fractions of special posts (at least one each)

@@ -21,6 +21,26 @@ def drop_tags(tag_ids: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
     return torch.where(drop[:, None], empty_tags_like(tag_ids), tag_ids)
 
 
+LOSS_WEIGHTINGS = ("none", "min_snr")
+
+
+def loss_weights(schedule: NoiseSchedule, dcfg: DiffusionConfig, t: torch.Tensor) -> torch.Tensor:
+    """Per-image weight of L_v at timesteps t (B,) -> (B,) float32.
+
+    ‖v̂ − v‖² = (SNR_t + 1) ‖x̂0 − x0‖², so plain L_v weights the x0 error by SNR + 1, which grows without
+    bound at the low-noise end where the target is mostly unpredictable pixel noise. `min_snr` caps that
+    implied x0 weight at γ (Hang et al. 2023's min-SNR-γ, written for v-prediction so that the weight is 1,
+    not 0, at and near the zero-SNR terminal step): w_t = min(1, γ / (SNR_t + 1))."""
+    if dcfg.loss_weighting == "none":
+        return torch.ones(t.shape, dtype=torch.float32, device=t.device)
+    if dcfg.loss_weighting == "min_snr":
+        if dcfg.min_snr_gamma <= 0:
+            raise ValueError(f"diffusion.min_snr_gamma must be > 0, got {dcfg.min_snr_gamma}")
+        snr = schedule.snr.to(t.device)[t]
+        return torch.clamp(dcfg.min_snr_gamma / (snr + 1.0), max=1.0).float()
+    raise ValueError(f"diffusion.loss_weighting must be one of {LOSS_WEIGHTINGS}, got {dcfg.loss_weighting!r}")
+
+
 def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], schedule: NoiseSchedule,
                   dcfg: DiffusionConfig, lambda_spec: float,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -42,7 +62,11 @@ def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], schedu
     x_t = schedule.q_sample(x0, t, eps)                         # x_t = α_t x0 + σ_t ε
     v = schedule.v_target(x0, t, eps)                           # v = α_t ε − σ_t x0
     v_pred, aux = model(x_t, t, tag_ids, quality)
-    loss_v = (v_pred.float() - v.float()).pow(2).mean()         # L_v = ‖v_θ − v‖² (mean)
+    err = (v_pred.float() - v.float()).pow(2)                   # (B,4,h,w)
+    if dcfg.loss_weighting == "none":
+        loss_v = err.mean()                                     # L_v = ‖v_θ − v‖² (mean)
+    else:                                                       # per-image weight w_t, then the mean
+        loss_v = (err.flatten(1).mean(1) * loss_weights(schedule, dcfg, t)).mean()
     spec_style, spec_quality = aux.specialisation_losses(style, quality)
     # L = L_v + λ_S L_bal^S + λ_Q L_bal^Q + λ_spec (L_spec^S + L_spec^Q)
     loss = (loss_v + dcfg.lambda_style * aux.balance_style + dcfg.lambda_quality * aux.balance_quality
