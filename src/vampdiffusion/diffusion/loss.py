@@ -62,11 +62,8 @@ def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], schedu
     x_t = schedule.q_sample(x0, t, eps)                         # x_t = α_t x0 + σ_t ε
     v = schedule.v_target(x0, t, eps)                           # v = α_t ε − σ_t x0
     v_pred, aux = model(x_t, t, tag_ids, quality)
-    err = (v_pred.float() - v.float()).pow(2)                   # (B,4,h,w)
-    if dcfg.loss_weighting == "none":
-        loss_v = err.mean()                                     # L_v = ‖v_θ − v‖² (mean)
-    else:                                                       # per-image weight w_t, then the mean
-        loss_v = (err.flatten(1).mean(1) * loss_weights(schedule, dcfg, t)).mean()
+    per_image = (v_pred.float() - v.float()).pow(2).flatten(1).mean(1)    # ‖v_θ − v‖² per image (B,)
+    loss_v = (per_image * loss_weights(schedule, dcfg, t)).mean()          # L_v: the w_t-weighted mean (w = 1: plain)
     spec_style, spec_quality = aux.specialisation_losses(style, quality)
     # L = L_v + λ_S L_bal^S + λ_Q L_bal^Q + λ_spec (L_spec^S + L_spec^Q)
     loss = (loss_v + dcfg.lambda_style * aux.balance_style + dcfg.lambda_quality * aux.balance_quality
