@@ -17,6 +17,7 @@ from vampdiffusion.data.synth import SynthArgs, plan_posts, render_file, truth_r
 from vampdiffusion.data.vae import load_vae
 from vampdiffusion.data.vocab import TagVocab
 from vampdiffusion.evaluation.clip_score import clip_unavailable
+from vampdiffusion.data.latent_space import channel_stats
 from vampdiffusion.evaluation.evaluate import Measured, evaluate, fid_results, main, write_outputs
 from vampdiffusion.evaluation.inception import FIDInceptionV3, load_inception
 from vampdiffusion.models.dit import VampDiT
@@ -55,6 +56,7 @@ def setup(tmp_path_factory, taesdxl_path):
                                             "eval.style_samples=1", "eval.grid_columns=2",
                                             f"eval.inception_weights={root / 'no' / 'pt_inception.pth'}"])
     cfg.model.vocab_size = len(vocab)
+    cfg.latents.channel_mean, cfg.latents.channel_std = channel_stats(data)  # the tiny preset normalises per channel
     model = root / "run" / "model"
     VampDiT(cfg.model).save_pretrained(model, cfg, extra_files={"vocab.json": (data / "vocab.json").read_text()})
     (root / "run" / "metrics.jsonl").write_text('{"step": 25, "loss": 0.9}\n{"step": 50, "loss": 0.7}\n')

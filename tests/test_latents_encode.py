@@ -120,6 +120,12 @@ def test_encode_writes_shards_index_checksums_and_metadata(encoded):
     assert landscape["tag_ids"] == [2, 5, 3] and landscape["quality"] == 1 and landscape["split"] == "train"
     meta = json.loads((out / "dataset.json").read_text())
     assert (meta["vae"], meta["scaling_factor"], meta["num_rows"], meta["num_skipped"]) == ("taesdxl", 1.0, 10, 2)
+    # per-channel statistics of the training rows, for latents.normalize=channel
+    train = [np.load(out / records[row["shard"]]["file"])[row["row"]].astype(np.float64).reshape(4, -1)
+             for row in index if row["split"] == "train"]
+    pixels = np.concatenate(train, axis=1)                                  # (4, all training latent pixels)
+    np.testing.assert_allclose(meta["channel_mean"], pixels.mean(axis=1), atol=1e-5)
+    np.testing.assert_allclose(meta["channel_std"], pixels.std(axis=1), atol=1e-5)
     assert json.loads((out / "vocab.json").read_text())["a"] == 4
 
 

@@ -99,6 +99,9 @@ class LatentConfig:
     vae: str = "sdxl"                 # "sdxl" (AutoencoderKL) | "taesdxl" (AutoencoderTiny)
     vae_path: str = "madebyollin/sdxl-vae-fp16-fix"  # hub id or local folder / file
     scaling_factor: float = 0.13025   # latents are stored multiplied by this (TAESD-XL: 1.0)
+    normalize: str = "none"           # "none" | "channel": the model sees (z − mean_c) / std_c per channel (EDM2-style)
+    channel_mean: list[float] = field(default_factory=list)  # per-channel statistics of the stored latents; empty:
+    channel_std: list[float] = field(default_factory=list)   # taken from the dataset's dataset.json when training
     resolution: int = 1024            # target side of the square bucket, pixels
     buckets: str = "aspect"           # "aspect" (≈ equal area, sides multiple of 64) | "square"
     bucket_step: int = 64             # bucket sides are multiples of this
@@ -210,6 +213,11 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
         return _build(typ, value, where)
+    if typing.get_origin(typ) is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        (item,) = typing.get_args(typ)
+        return [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if typ is float and isinstance(value, str):  # YAML 1.1 reads 3e-5 (no dot) as a string

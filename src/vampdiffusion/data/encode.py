@@ -34,6 +34,7 @@ from vampdiffusion.atomic import atomic_write, atomic_write_bytes, atomic_write_
 from vampdiffusion.config import LatentConfig
 from vampdiffusion.data.buckets import VAE_FACTOR, assign_buckets, bucket_set, resize_and_crop
 from vampdiffusion.data.images import ImageError, load_image
+from vampdiffusion.data.latent_space import channel_stats
 from vampdiffusion.data.shards import (LATENT_CHANNELS, LATENT_DTYPE, SHARD_DIR, read_record, record_file,
                                        shard_file, shard_problem, write_shard)
 from vampdiffusion.data.vae import SCALING_FACTORS, SDXL_HUB_ID, TAESDXL_HUB_ID, VAE, load_vae
@@ -281,8 +282,11 @@ def finalize_dataset(out: Path, table: pa.Table, manifest_path: Path, plan: list
     atomic_write_json(out / "encode_report.json", {"planned": fingerprint["num_rows"], "encoded": len(manifest_rows),
                                                    "skipped": len(skipped), "skipped_by_reason": reasons,
                                                    "skipped_images": skipped})
+    # for latents.normalize=channel (data/latent_space.py)
+    channel_mean, channel_std = channel_stats(out) if len(manifest_rows) else ([], [])
     atomic_write_json(out / "dataset.json", dict(
-        vae=vae.name, vae_path=vae.source, scaling_factor=vae.scaling_factor, resolution=cfg.resolution,
+        vae=vae.name, vae_path=vae.source, scaling_factor=vae.scaling_factor, channel_mean=channel_mean,
+        channel_std=channel_std, resolution=cfg.resolution,
         buckets=cfg.buckets, bucket_sizes=sorted({tuple(r["bucket"]) for r in records}), latent_channels=LATENT_CHANNELS,
         dtype="float16", shard_size=cfg.shard_size, num_shards=len(records), num_rows=len(manifest_rows),
         num_skipped=len(skipped), manifest=str(manifest_path), manifest_sha256=fingerprint["manifest_sha256"]))

@@ -28,6 +28,7 @@ from PIL.PngImagePlugin import PngInfo
 
 from vampdiffusion.atomic import atomic_write, sha256_file
 from vampdiffusion.config import Config, ConfigError, config_from_dict
+from vampdiffusion.data.latent_space import channel_affine, to_stored_space
 from vampdiffusion.diffusion.guidance import guided_predictor
 from vampdiffusion.diffusion.samplers import SAMPLER_NAMES, SAMPLERS, sample
 from vampdiffusion.diffusion.schedule import NoiseSchedule
@@ -165,6 +166,10 @@ def load_generator(model_dir: str | Path, vae_path: str | None = None,
     cfg = read_model_config(d)
     if vae_path is not None:
         cfg.latents.vae_path = str(vae_path)
+    try:
+        channel_affine(cfg.latents, cfg.model.in_channels)
+    except ConfigError as e:
+        raise ConfigError(f"{d / CONFIG_NAME}: {e}") from None
     device = torch.device(device) if device is not None else default_device()
     vocab = TagVocab.load(d / VOCAB_NAME)
     if len(vocab) > cfg.model.vocab_size:
@@ -197,7 +202,7 @@ def initial_noise(seeds: list[int], shape: tuple[int, int, int]) -> torch.Tensor
 def sample_latents(gen: LoadedModel, tag_ids: torch.Tensor, quality: torch.Tensor, seeds: list[int],
                    size: tuple[int, int], steps: int, sampler: str, cfg_scale: float, cfg_rescale: float,
                    style: torch.Tensor | None = None, negative_quality: int = -1) -> torch.Tensor:
-    """tag_ids (B, L), quality (B,), one seed per image -> clean latents (B, C, H/8, W/8), scaled."""
+    """tag_ids (B, L), quality (B,), one seed per image -> clean latents (B, C, H/8, W/8), stored space (scaled)."""
     w, h = size
     x_T = initial_noise(seeds, (gen.cfg.model.in_channels, h // VAE_FACTOR, w // VAE_FACTOR)).to(gen.device)
     predict_v = guided_predictor(gen.model, tag_ids.to(gen.device), quality.to(gen.device), cfg_scale,
@@ -206,7 +211,7 @@ def sample_latents(gen: LoadedModel, tag_ids: torch.Tensor, quality: torch.Tenso
     with autocast:
         x0 = sample(sampler, lambda x, t: predict_v(x, t).float(), x_T, gen.schedule, steps,
                     gen.cfg.sample.alpha_bar_min)
-    return x0.float()
+    return to_stored_space(x0.float(), gen.cfg.latents)
 
 
 @torch.no_grad()

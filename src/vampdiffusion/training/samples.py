@@ -16,6 +16,7 @@ import torch
 
 from vampdiffusion.atomic import atomic_write_bytes
 from vampdiffusion.config import Config
+from vampdiffusion.data.latent_space import to_stored_space
 from vampdiffusion.diffusion.guidance import guided_predictor
 from vampdiffusion.diffusion.samplers import sample
 from vampdiffusion.diffusion.schedule import NoiseSchedule
@@ -45,7 +46,8 @@ def sample_grid_latents(model: torch.nn.Module, tag_ids: torch.Tensor, cfg: Conf
     schedule = NoiseSchedule(cfg.diffusion)
     predict_v = guided_predictor(model, tags, quality, cfg.sample.cfg_scale, cfg.sample.cfg_rescale,
                                  negative_quality=cfg.sample.negative_quality)
-    return sample(cfg.sample.sampler, predict_v, x_T, schedule, cfg.sample.steps, cfg.sample.alpha_bar_min)
+    x0 = sample(cfg.sample.sampler, predict_v, x_T, schedule, cfg.sample.steps, cfg.sample.alpha_bar_min)
+    return to_stored_space(x0, cfg.latents)
 
 
 def latent_preview(latents: torch.Tensor) -> torch.Tensor:

@@ -29,6 +29,7 @@ from vampdiffusion import __version__
 from vampdiffusion.atomic import atomic_write_json
 from vampdiffusion.cli import add_config_arguments, config_from_args
 from vampdiffusion.config import Config, ConfigError, PhaseConfig, config_from_dict, config_to_dict, save_config_yaml
+from vampdiffusion.data.latent_space import channel_affine, channel_stats, to_model_space
 from vampdiffusion.data.vocab import TagVocab, parse_prompt
 from vampdiffusion.diffusion.loss import training_loss
 from vampdiffusion.diffusion.schedule import NoiseSchedule
@@ -132,7 +133,33 @@ def read_data_description(cfg: Config, data_dir: Path) -> dict:
             log.info("latents.%s set to %r from %s (config said %r)", field, desc[key], desc_path,
                      getattr(cfg.latents, field))
             setattr(cfg.latents, field, type(getattr(cfg.latents, field))(desc[key]))
+    lc = cfg.latents
+    if lc.normalize == "channel" and not lc.channel_mean and not lc.channel_std:
+        if desc.get("channel_mean") and desc.get("channel_std"):
+            mean, std, source = desc["channel_mean"], desc["channel_std"], str(desc_path)
+        else:  # a folder encoded before dataset.json held them
+            (mean, std), source = channel_stats(data_dir), f"the training latents of {data_dir}"
+        lc.channel_mean, lc.channel_std = [float(m) for m in mean], [float(v) for v in std]
+        log.info("latents.normalize=channel: mean %s, std %s (from %s)", lc.channel_mean, lc.channel_std, source)
+    channel_affine(lc, cfg.model.in_channels)  # a bad setting fails here, not at the first step
     return desc
+
+
+def adopt_init_latent_space(cfg: Config, init_from: str) -> None:
+    """A phase started from another run's weights works in that run's latent space: its channel statistics,
+    never freshly measured ones; a different latents.normalize is an error."""
+    p = Path(init_from)
+    found = [c for c in (p / "model" / CONFIG_NAME, p / CONFIG_NAME, init_weights_path(init_from).parent / CONFIG_NAME)
+             if c.is_file()]
+    if not found:
+        return
+    saved = config_from_dict({"latents": json.loads(found[0].read_text()).get("latents", {})}).latents
+    if saved.normalize != cfg.latents.normalize:
+        raise ConfigError(f"--init-from {init_from} was trained with latents.normalize={saved.normalize!r} "
+                          f"({found[0]}), this run has {cfg.latents.normalize!r}; use --set "
+                          f"latents.normalize={saved.normalize}")
+    if saved.normalize == "channel" and not cfg.latents.channel_mean and not cfg.latents.channel_std:
+        cfg.latents.channel_mean, cfg.latents.channel_std = saved.channel_mean, saved.channel_std
 
 
 def set_trainable(model: torch.nn.Module, phase: PhaseConfig) -> None:
@@ -385,6 +412,7 @@ class Trainer:
         generator = torch.Generator()
         for m in range(accum):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in next(self.batches).items()}
+            batch["latent"] = to_model_space(batch["latent"], cfg.latents)
             generator.manual_seed(slot_seed(cfg.train.seed, self.progress.step, m * info.world_size + info.rank))
             last = m == accum - 1
             with D.gradient_sync(self.wrapped, sync=last), autocast_context(cfg, self.device):
@@ -591,6 +619,8 @@ def train(cfg: Config, phase_id: int, data_dir: Path, run_dir: Path, init_from: 
         elif ckpt.list_checkpoints(run_dir):
             raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
                              f"or choose a new --out")
+        if init_from is not None and resume_state is None:
+            adopt_init_latent_space(cfg, init_from)
         read_data_description(cfg, data_dir)
         if resume_state is not None:
             _warn_config_changes(config_from_dict(resume_state["config"]), cfg)
