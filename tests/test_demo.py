@@ -99,3 +99,23 @@ def test_demo_second_run_reuses_finished_stages(demo):
     for p in (1, 2, 3):
         assert (a.out / f"phase{p}" / ".done.json").is_file()
     assert not stage_done(a.out / "synth", {"n": a.n + 1, "size": a.size, "seed": a.seed})
+
+
+@pytest.mark.slow
+def test_demo_phases_2_and_3_are_resized_from_phase_1s_speed(demo):
+    _, results, _ = demo
+    plan = results["demo"]["plan"]
+    assert plan["phase1_step_seconds"] > 0
+    timings = results["demo"]["timings"]
+    train = sum(v for k, v in timings.items() if "train phase" in k)
+    assert train <= 11 * 60 * 1.15, timings           # the default --minutes 11, re-planned after phase 1
+
+
+@pytest.mark.parametrize("seconds, expected", [(0.30, [1600, 200, 200]), (0.25, [1600, 400, 400]),
+                                               (0.45, [1600, 100, 100])])  # slower than planned: the minimum
+def test_replan_after_phase1_fills_what_is_left_of_the_budget(tmp_path, seconds, expected):
+    from vampdiffusion.demo import replan_after_phase1
+    a = DemoArgs(out=tmp_path, minutes=10, phase_shares=(0.8, 0.1, 0.1))
+    plan = replan_after_phase1(a, {"key": {}, "step_seconds": 0.3, "steps": [1600, 200, 200]}, seconds, tmp_path)
+    assert plan["steps"] == expected and plan["phase1_step_seconds"] == seconds
+    assert json.loads((tmp_path / "training_plan.json").read_text()) == plan

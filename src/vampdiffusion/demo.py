@@ -26,6 +26,7 @@ from vampdiffusion.config import Config, load_config
 
 TINY_PRESET = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 TAESDXL_HUB_ID = "madebyollin/taesdxl"
+MIN_PHASE_STEPS = 100                # no phase is planned shorter than this
 
 
 @dataclass
@@ -155,12 +156,24 @@ def plan_training(a: DemoArgs, cfg: Config, latents: Path, folder: Path) -> dict
             return plan
     latent_hw = tuple(int(x) for x in ds[0]["latent"].shape[-2:])
     step_s = measure_step_seconds(cfg, latent_hw)
-    overhead = 1.25  # loader, EMA, logging, checkpoints: measured ≈ 15-25% on the demo
+    overhead = 1.1  # loader, EMA, logging, checkpoints: phase 1 ran at 1.10x the probe's step time (2026-11-26)
     total = a.minutes * 60 / (step_s * overhead)
-    steps = [max(100, int(total * s)) for s in a.phase_shares]
+    steps = [max(MIN_PHASE_STEPS, int(total * s)) for s in a.phase_shares]
     plan = {"key": key, "step_seconds": round(step_s, 4), "steps": steps,
             "curate_top_k": max(cfg.train.micro_batch, int(0.6 * len(ds)))}
     atomic_write_json(plan_file, plan)
+    return plan
+
+
+def replan_after_phase1(a: DemoArgs, plan: dict, seconds_per_step: float, folder: Path) -> dict:
+    """Phases 2 and 3 re-sized from phase 1's own speed (every overhead included), so the three phases
+    together take ≈ --minutes even when the probe caught the machine at a faster or slower moment."""
+    total = a.minutes * 60 / seconds_per_step
+    rest = max(0.0, total - plan["steps"][0])
+    share = a.phase_shares[1] + a.phase_shares[2]
+    steps = [plan["steps"][0]] + [max(MIN_PHASE_STEPS, int(rest * s / share)) for s in a.phase_shares[1:]]
+    plan = {**plan, "steps": steps, "phase1_step_seconds": round(seconds_per_step, 4)}
+    atomic_write_json(folder / "training_plan.json", plan)
     return plan
 
 
@@ -176,17 +189,22 @@ def phase_config(cfg: Config, plan: dict, phase: int) -> Config:
     return cfg
 
 
-def run_phase(cfg: Config, plan: dict, phase: int, latents: Path, folder: Path, init_from: Path | None) -> None:
+def run_phase(cfg: Config, plan: dict, phase: int, latents: Path, folder: Path, init_from: Path | None) -> int:
+    """Train (or resume, or reuse) one phase; returns the optimizer steps trained by this call."""
+    from vampdiffusion.training.checkpoint import list_checkpoints
     from vampdiffusion.training.train import train
     inputs = {"steps": plan["steps"][phase - 1], "init_from": str(init_from) if init_from else None}
     if stage_done(folder, inputs):
         print(f"reusing {folder}")
-        return
+        return 0
+    saved = list_checkpoints(folder) if folder.is_dir() else []
+    start = saved[0][0] if saved else 0
     phase_cfg = phase_config(copy.deepcopy(cfg), plan, phase)
     rc = train(phase_cfg, phase, latents, folder, str(init_from) if init_from else None, resume=True)
     if rc != 0:
         raise RuntimeError(f"phase {phase} training stopped with exit code {rc}; rerun `vamp demo` to resume it")
     mark_done(folder, inputs)
+    return plan["steps"][phase - 1] - start
 
 
 # ----------------------------------------------------------------------------
@@ -284,7 +302,9 @@ def demo_sections(checks: list[dict], timings: dict, plan: dict, prepared: Path,
                 + R.table(["claim", "measured", "threshold", "chance", "verdict"], verdict_rows, "What the model learned")
                 + R.table(["stage", "seconds"], [(k, round(v, 1)) for k, v in timings.items()], "Wall-clock time")
                 + R.table(["phase", "optimizer steps"], [(f"phase {i + 1}", s) for i, s in enumerate(plan["steps"])],
-                          f"Training plan (measured {plan['step_seconds']:.3f} s per step before training)"))
+                          f"Training plan (measured {plan['step_seconds']:.3f} s per step before training"
+                          + (f"; phases 2-3 re-sized from phase 1's {plan['phase1_step_seconds']:.3f} s per step"
+                             if "phase1_step_seconds" in plan else "") + ")"))
     stages = _read_json(prepared / "stages.json")
     tiers = _read_json(prepared / "tiers.json")
     styles = _read_json(prepared / "styles.json")
@@ -350,7 +370,10 @@ def run_demo(a: DemoArgs, overrides: list[str] = ()) -> dict:
     init = None
     for phase in (1, 2, 3):
         folder = out / f"phase{phase}"
-        timed(f"4/6 train phase {phase}", run_phase, cfg, plan, phase, out / "latents", folder, init)
+        trained = timed(f"4/6 train phase {phase}", run_phase, cfg, plan, phase, out / "latents", folder, init)
+        if phase == 1 and trained >= MIN_PHASE_STEPS and "phase1_step_seconds" not in plan:
+            plan = replan_after_phase1(a, plan, timings["4/6 train phase 1"] / trained, out)
+            print(f"phases 2-3 re-planned from phase 1's {plan['phase1_step_seconds']:.3f} s/step: {plan['steps'][1:]} steps")
         init = folder
 
     banner("5/6 evaluate")
