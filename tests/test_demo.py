@@ -19,8 +19,9 @@ def demo(tmp_path_factory, taesdxl_path):
 
 @pytest.mark.slow
 def test_demo_learns_colour_from_the_tags_well_above_chance(demo):
-    # The issue's target is >= 80 %; the default demo measures 69-72 % (issue 7 stays open until the
-    # target is met). What is asserted here is learning: three times the 1/6 chance level.
+    # The issue's target is >= 80 %; the default demo measured 69-72 % in four CI runs before per-channel latent
+    # normalisation, 72.1 % (CI) and 78.6 % (standalone) with it (issue 7 stays open until the target is met
+    # robustly). What is asserted here is learning: three times the 1/6 chance level.
     _, results, _ = demo
     colour = results["oracle"]["attributes"]["colour"]
     assert colour["chance"] <= 1 / 6
