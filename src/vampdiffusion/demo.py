@@ -197,7 +197,7 @@ def run_phase(cfg: Config, plan: dict, phase: int, latents: Path, folder: Path, 
     if stage_done(folder, inputs):
         print(f"reusing {folder}")
         return 0
-    saved = list_checkpoints(folder) if folder.is_dir() else []
+    saved = list_checkpoints(folder)
     start = saved[0][0] if saved else 0
     phase_cfg = phase_config(copy.deepcopy(cfg), plan, phase)
     rc = train(phase_cfg, phase, latents, folder, str(init_from) if init_from else None, resume=True)

@@ -43,13 +43,17 @@ def channel_affine(lc: LatentConfig, channels: int) -> tuple[torch.Tensor, torch
             torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
 
 
-def to_model_space(z: torch.Tensor, lc: LatentConfig) -> torch.Tensor:
-    """Stored latents (B, C, h, w) -> what the diffusion model sees."""
-    affine = channel_affine(lc, z.shape[1])
+def standardise(z: torch.Tensor, affine: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+    """Stored latents (B, C, h, w) -> the model's, with channel_affine's (mean, std) computed once (hot paths)."""
     if affine is None:
         return z
-    mean, std = (a.to(z.device, z.dtype) for a in affine)
+    mean, std = (a.to(z.device, z.dtype) for a in affine)   # no copy when already on z's device and dtype
     return (z - mean) / std
+
+
+def to_model_space(z: torch.Tensor, lc: LatentConfig) -> torch.Tensor:
+    """Stored latents (B, C, h, w) -> what the diffusion model sees."""
+    return standardise(z, channel_affine(lc, z.shape[1]))
 
 
 def to_stored_space(x: torch.Tensor, lc: LatentConfig) -> torch.Tensor:
@@ -89,5 +93,5 @@ def channel_stats(root: str | Path, max_rows: int = STATS_MAX_ROWS) -> tuple[lis
     return [round(float(m), 6) for m in mean], [round(float(v), 6) for v in std]
 
 
-__all__ = ["NORMALIZE_MODES", "STATS_MAX_ROWS", "channel_affine", "channel_stats", "to_model_space",
+__all__ = ["NORMALIZE_MODES", "STATS_MAX_ROWS", "channel_affine", "channel_stats", "standardise", "to_model_space",
            "to_stored_space"]

@@ -29,7 +29,7 @@ from vampdiffusion import __version__
 from vampdiffusion.atomic import atomic_write_json
 from vampdiffusion.cli import add_config_arguments, config_from_args
 from vampdiffusion.config import Config, ConfigError, PhaseConfig, config_from_dict, config_to_dict, save_config_yaml
-from vampdiffusion.data.latent_space import channel_affine, channel_stats, to_model_space
+from vampdiffusion.data.latent_space import channel_affine, channel_stats, standardise
 from vampdiffusion.data.vocab import TagVocab, parse_prompt
 from vampdiffusion.diffusion.loss import training_loss
 from vampdiffusion.diffusion.schedule import NoiseSchedule
@@ -301,6 +301,8 @@ class Trainer:
         self.optimizer = make_optimizer(self.trainable, cfg.train, lr=lr_at(0, self.phase))
         self.ema = EMA(self.model, cfg.train.ema_decay, cfg.train.ema_warmup)
         self.schedule = NoiseSchedule(cfg.diffusion)
+        affine = channel_affine(cfg.latents, cfg.model.in_channels)   # latents.normalize, on the device once
+        self.latent_affine = None if affine is None else tuple(a.to(self.device) for a in affine)
         self.loader = make_data(cfg, self.data_dir, self.phase, info)
         if resume_state is not None:
             if resume_state.get("sharded", False) != self.sharded:
@@ -412,7 +414,7 @@ class Trainer:
         generator = torch.Generator()
         for m in range(accum):
             batch = {k: v.to(self.device, non_blocking=True) for k, v in next(self.batches).items()}
-            batch["latent"] = to_model_space(batch["latent"], cfg.latents)
+            batch["latent"] = standardise(batch["latent"], self.latent_affine)
             generator.manual_seed(slot_seed(cfg.train.seed, self.progress.step, m * info.world_size + info.rank))
             last = m == accum - 1
             with D.gradient_sync(self.wrapped, sync=last), autocast_context(cfg, self.device):
