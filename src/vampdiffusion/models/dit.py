@@ -73,7 +73,7 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
         qkv = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)  # (3, B, H, N, hd)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, H, N, hd) flash / cuDNN on GPU
+        out = F.scaled_dot_product_attention(*qkv.unbind(0))  # (B, H, N, hd) flash / cuDNN on GPU; unbind: no zero-filled grads
         return self.proj(out.transpose(1, 2).reshape(B, N, D))  # (B, N, d)
 
 

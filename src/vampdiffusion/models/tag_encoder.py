@@ -26,7 +26,7 @@ class EncoderAttention(nn.Module):
         B, L, D = x.shape
         qkv = self.qkv(x).view(B, L, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)  # (3, B, H, L, hd)
         # keep (B, L) -> (B, 1, 1, L): every query attends to the non-pad keys only
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=keep[:, None, None, :])  # (B, H, L, hd)
+        out = F.scaled_dot_product_attention(*qkv.unbind(0), attn_mask=keep[:, None, None, :])  # (B, H, L, hd)
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
 
