@@ -150,3 +150,24 @@ def test_single_object_reading_separates_wrong_colours_from_extra_regions():
     d = single_object_reading(readings, truths)
     assert d == {"count": 4, "largest_is_prompted": 0.25, "prompted_present": 0.5, "mean_regions_read": 1.25}
     assert single_object_reading([reading("red")], [truth("red", "blue")]) is None
+
+
+def test_n_per_tier_zero_draws_every_heldout_row_once():
+    from vampdiffusion.evaluation.evaluate import pick_prompt_rows
+    ds = list(range(7))
+    rows = pick_prompt_rows(ds, 0, seed=3)
+    assert sorted(rows.tolist()) == list(range(7))                       # each row exactly once
+    assert pick_prompt_rows(ds, 9, seed=3).tolist() == rows.tolist() + rows[:2].tolist()  # n > rows: repeated
+    assert pick_prompt_rows(ds, 4, seed=3).tolist() == rows[:4].tolist()  # the same order, cut
+
+
+def test_eval_generates_every_heldout_prompt_with_n_per_tier_zero(setup):
+    ev = evaluate(setup.model, setup.data, truth=setup.truth, device="cpu", show_progress=False,
+                  overrides=["eval.n_per_tier=0", "eval.grid_columns=100"])
+    assert all(len(v) == setup.n for v in ev.tier_images.values())
+
+
+@pytest.mark.parametrize("n", [1, -1])
+def test_eval_refuses_a_bad_n_per_tier(setup, n):
+    with pytest.raises(ValueError, match="n_per_tier must be >= 2, or 0"):
+        evaluate(setup.model, setup.data, device="cpu", show_progress=False, overrides=[f"eval.n_per_tier={n}"])

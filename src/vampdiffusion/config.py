@@ -175,7 +175,7 @@ class EvalConfig:
     inception_weights: str = "pt_inception-2015-12-05-6726825d.pth"  # pytorch-fid port; missing = FID skipped
     clip_model: str = ""              # open_clip model name, e.g. "ViT-L-14"; "" = CLIP score skipped
     clip_weights: str = ""            # local open_clip weights file
-    n_per_tier: int = 2500            # generated images per quality tier (10k in all)
+    n_per_tier: int = 2500            # generated images per quality tier (10k in all); 0 = every held-out row once
     batch_size: int = 32              # generation batch
     collapse_threshold: float = 0.7   # alert when a style expert's share f_i exceeds this
     seed: int = 0                     # seeds of the generated images and of the routing timesteps

@@ -2,8 +2,8 @@
 
 1. Routing: the model runs on every held-out batch (timesteps drawn uniformly); style / quality
    routing frequencies, entropy, routing accuracy against the labels, collapse alerts, heatmaps.
-2. Generation: eval.n_per_tier prompts drawn from the held-out tags, each generated at all four
-   quality tiers with the same seed (so tiers differ only by the quality input).
+2. Generation: eval.n_per_tier prompts (0: every held-out row once) drawn from the held-out tags, each
+   generated at all four quality tiers with the same seed (so tiers differ only by the quality input).
 3. FID per tier (Inception weights from eval.inception_weights, else a "skipped: …" row), against the
    held-out latents decoded by the same VAE: the VAE's own reconstruction error is then common to both
    sides and FID measures the diffusion model. CLIP score likewise, when configured.
@@ -67,9 +67,10 @@ def heldout_batches(ds, rows: np.ndarray, batch_size: int):
 
 
 def pick_prompt_rows(ds, n: int, seed: int) -> np.ndarray:
-    """n held-out rows (a seeded permutation, repeated when the split is smaller than n)."""
+    """n held-out rows (a seeded permutation, repeated when the split is smaller than n); n = 0: every
+    held-out row once (in the permutation's order)."""
     perm = np.random.default_rng(seed).permutation(len(ds))
-    return np.resize(perm, n) if n > 0 else perm[:0]
+    return perm if n == 0 else np.resize(perm, n)
 
 
 @torch.no_grad()
@@ -301,10 +302,13 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, truth: str | Path | No
     for o in overrides:
         apply_override(cfg, o)
     ec = cfg.eval
-    if ec.n_per_tier < 2:
-        raise ValueError(f"eval.n_per_tier must be >= 2, got {ec.n_per_tier}")
+    if ec.n_per_tier < 0 or ec.n_per_tier == 1:
+        raise ValueError(f"eval.n_per_tier must be >= 2, or 0 for every held-out row once; got {ec.n_per_tier}")
     truth_map, truth_bad = read_truth(truth) if truth is not None else ({}, 0)
     ds = LatentDataset(data_dir, split="eval", max_tags=cfg.model.max_tags)
+    if ec.n_per_tier == 0 and len(ds) < 2:
+        raise ValueError(f"eval.n_per_tier=0 asks for every held-out row, but {data_dir} has {len(ds)}; FID needs "
+                         f">= 2: encode with a larger data.eval_fraction or set eval.n_per_tier >= 2")
     rows = np.arange(len(ds))
     results: dict = {"model": str(model_dir), "data": str(data_dir), "heldout_images": len(ds),
                      "sample": {k: getattr(cfg.sample, k) for k in ("sampler", "steps", "cfg_scale", "cfg_rescale")},
