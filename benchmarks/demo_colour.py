@@ -3,7 +3,8 @@
 The demo's colour check (`evaluate.single_object_reading`: the largest coloured region read must have the
 prompted colour) on the first
 `--n` single-object rows of a split, at the given tiers, with the model's sampling settings; printed per
-style, object size and background, with the coloured regions read per image and the mean sharpness.
+style, object size and background, with the coloured regions read per image, the mean sharpness and the
+confusion of prompted colour × colour of the largest region.
 Used to compare training settings quickly (docs/benchmarks.md "demo"):
 
     python benchmarks/demo_colour.py --model RUN/model --data DEMO/latents --truth DEMO/synth/truth.jsonl \
@@ -21,7 +22,7 @@ import torch
 from vampdiffusion.config import apply_override
 from vampdiffusion.data.loader import LatentDataset
 from vampdiffusion.evaluation.evaluate import generate_batches, read_truth, single_object_reading
-from vampdiffusion.evaluation.oracle import read_image
+from vampdiffusion.evaluation.oracle import PALETTE_NAMES, read_image
 from vampdiffusion.generation.generate import load_generator
 
 
@@ -62,6 +63,17 @@ def main() -> None:
             print("    " + "  ".join(
                 f"{k} {single_object_reading([readings[i] for i in g], [truths[i] for i in g])['largest_is_prompted']:.2f}"
                 f" ({len(g)})" for k, g in sorted(groups.items())), flush=True)
+            print_confusion(readings, truths)
+
+
+def print_confusion(readings: list, truths: list[dict]) -> None:
+    """Prompted colour (rows) x colour of the largest region read (columns; "none" = no region)."""
+    names = list(PALETTE_NAMES) + ["none"]
+    counts = collections.Counter((t["objects"][0]["colour"], r.objects[0].colour if r.objects else "none")
+                                 for r, t in zip(readings, truths))
+    print("    prompted \\ read  " + " ".join(f"{c[:6]:>6}" for c in names))
+    for c in PALETTE_NAMES:
+        print(f"    {c:>15}  " + " ".join(f"{counts[(c, g)]:6d}" for g in names))
 
 
 if __name__ == "__main__":

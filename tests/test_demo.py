@@ -120,3 +120,14 @@ def test_replan_after_phase1_fills_what_is_left_of_the_budget(tmp_path, seconds,
     plan = replan_after_phase1(a, {"key": {}, "step_seconds": 0.3, "steps": [1600, 200, 200]}, seconds, tmp_path)
     assert plan["steps"] == expected and plan["phase1_step_seconds"] == seconds
     assert json.loads((tmp_path / "training_plan.json").read_text()) == plan
+
+
+def test_steps_trained_count_from_the_newest_valid_checkpoint(tmp_path):
+    from vampdiffusion.demo import resume_start_step
+    from vampdiffusion.training.checkpoint import save_checkpoint
+    assert resume_start_step(tmp_path) == 0                               # nothing saved: from the start
+    save_checkpoint(tmp_path, 50, {"x": 1}, keep_last=5)
+    newest = save_checkpoint(tmp_path, 100, {"x": 2}, keep_last=5)
+    assert resume_start_step(tmp_path) == 100
+    newest.write_bytes(newest.read_bytes()[:-3])                         # truncated: the resume falls back to 50
+    assert resume_start_step(tmp_path) == 50

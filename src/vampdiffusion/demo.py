@@ -189,16 +189,21 @@ def phase_config(cfg: Config, plan: dict, phase: int) -> Config:
     return cfg
 
 
+def resume_start_step(folder: Path) -> int:
+    """The step a --resume of this run starts from: the newest checkpoint that verifies (train skips a
+    corrupt or unfinished newer one, and so must the count of steps trained), else 0."""
+    from vampdiffusion.training.checkpoint import list_checkpoints, verify_checkpoint
+    return next((step for step, path in list_checkpoints(folder) if verify_checkpoint(path) is None), 0)
+
+
 def run_phase(cfg: Config, plan: dict, phase: int, latents: Path, folder: Path, init_from: Path | None) -> int:
     """Train (or resume, or reuse) one phase; returns the optimizer steps trained by this call."""
-    from vampdiffusion.training.checkpoint import list_checkpoints
     from vampdiffusion.training.train import train
     inputs = {"steps": plan["steps"][phase - 1], "init_from": str(init_from) if init_from else None}
     if stage_done(folder, inputs):
         print(f"reusing {folder}")
         return 0
-    saved = list_checkpoints(folder)
-    start = saved[0][0] if saved else 0
+    start = resume_start_step(folder)
     phase_cfg = phase_config(copy.deepcopy(cfg), plan, phase)
     rc = train(phase_cfg, phase, latents, folder, str(init_from) if init_from else None, resume=True)
     if rc != 0:
