@@ -20,8 +20,9 @@ def demo(tmp_path_factory, taesdxl_path):
 @pytest.mark.slow
 def test_demo_learns_colour_from_the_tags_well_above_chance(demo):
     # The issue's target is >= 80 %; the default demo measured 69-72 % in four CI runs before per-channel latent
-    # normalisation, 72.1 % (CI) and 78.6 % (standalone) with it (issue 7 stays open until the target is met
-    # robustly). What is asserted here is learning: three times the 1/6 chance level.
+    # normalisation, 72.1 / 69.2 % (CI) and 78.6 / 75.4 % (standalone) with it; the sampling seeds alone move it by
+    # several points (issue 7 stays open until the target is met robustly). What is asserted here is learning:
+    # three times the 1/6 chance level.
     _, results, _ = demo
     colour = results["oracle"]["attributes"]["colour"]
     assert colour["chance"] <= 1 / 6
