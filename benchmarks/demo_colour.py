@@ -36,10 +36,11 @@ def main() -> None:
     ap.add_argument("--tiers", default="3", help="comma list of quality tiers")
     ap.add_argument("--splits", default="eval", help="comma list of train, eval")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="where the model samples (cpu, cuda); the VAE decodes there too")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="sampling override, e.g. sample.cfg_scale=3")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    gen = load_generator(a.model, vae_path=a.vae_path, device="cpu")
+    gen = load_generator(a.model, vae_path=a.vae_path, device=a.device)
     for o in a.set:
         apply_override(gen.cfg, o)
     truth, _ = read_truth(a.truth)

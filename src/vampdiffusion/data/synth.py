@@ -42,24 +42,28 @@ from vampdiffusion.atomic import atomic_write, atomic_write_json, atomic_write_t
 # ----------------------------------------------------------------------------
 
 SHAPES = ("circle", "square", "triangle", "star")
-# six well-separated hues (0, 30, 55, 130, 220, 280 degrees)
+# six hues evenly spread around the colour wheel (0, 55, 120, 183, 231, 305 degrees). The first palette (red,
+# orange, yellow, green, blue, purple at 0/31/53/136/224/278) put neighbours 22-31 degrees apart, closer than the
+# hue drift of a TAESD-XL decode of imprecise 8x8 latents: 37 % of the demo's colour failures were red/orange/yellow
+# confusions (docs/benchmarks.md "demo", session 6)
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (225, 30, 30),
-    "orange": (250, 135, 15),
-    "yellow": (240, 215, 20),
-    "green": (30, 165, 60),
-    "blue": (35, 85, 235),
-    "purple": (150, 45, 205),
+    "yellow": (235, 215, 25),
+    "green": (40, 175, 45),
+    "aqua": (25, 185, 195),
+    "blue": (40, 65, 235),
+    "pink": (225, 45, 200),
 }
 # background tag -> (top rgb, bottom rgb); plain backgrounds have top == bottom
 BACKGROUNDS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "white_background": ((255, 255, 255), (255, 255, 255)),
     "black_background": ((18, 16, 24), (18, 16, 24)),
     "grey_background": ((128, 128, 128), (128, 128, 128)),
-    "gradient_background": ((110, 160, 235), (245, 245, 250)),
+    "gradient_background": ((175, 170, 190), (245, 245, 250)),  # neutral: no palette hue (chroma < the oracle's 0.10)
 }
-# object radius as a share of the image side
-SIZES = {"small_object": 0.13, "medium_object": 0.19, "large_object": 0.29}
+# object radius as a share of the image side; a small object spans ~2 latent pixels at 64 px (0.13 before session 6:
+# ~1.7, and the demo read its colour right only 44-59 % of the time against 88-94 % for large ones)
+SIZES = {"small_object": 0.17, "medium_object": 0.22, "large_object": 0.29}
 POSITIONS = {"on_left": 0.3, "centered": 0.5, "on_right": 0.7}  # single object: x centre / side
 
 STYLE_NAMES = ("dark/gothic", "soft pastel", "bold lineart", "painterly", "flat color", "realistic",
@@ -146,9 +150,9 @@ def _objects(style: int, r: random.Random) -> list[dict]:
     colours = r.sample(list(COLOURS), n_obj)
     objs = []
     for k in range(n_obj):
-        r_k = SIZES[size] * r.uniform(0.88, 1.12)
-        if n_obj == 2:
-            cx, position = (0.26, 0.74)[k] + r.uniform(-0.05, 0.05), None
+        r_k = SIZES[size] * r.uniform(0.88, 1.12 if n_obj == 1 else 1.0)
+        if n_obj == 2:  # centres >= 0.46 apart, shapes <= 2 x 1.14 r = 0.39 wide: a gap of >= 4 px at 64 px
+            cx, position = (0.25, 0.75)[k] + r.uniform(-0.02, 0.02), None
         elif size == "large_object":
             cx, position = 0.5 + r.uniform(-0.08, 0.08), "centered"
         else:
