@@ -21,11 +21,11 @@ def make_optimizer(named_params: list[tuple[str, torch.nn.Parameter]], tcfg: Tra
         {"params": decay, "weight_decay": tcfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    # CUDA: the fused kernel updates in place (foreach allocates temporaries the size of the
-    # parameters: +4.7 GiB at v1's peak, measured on an H200, docs/benchmarks.md); FSDP2's DTensor
-    # shards and the CPU keep foreach (bit-exact resume tests run there)
+    # the fused kernel updates in place: on CUDA foreach allocates temporaries the size of the parameters
+    # (+4.7 GiB at v1's peak, measured on an H200), on the CPU it makes a tiny-preset step 1.09-1.12x faster
+    # (benchmarks/adamw_cpu.py; docs/benchmarks.md). FSDP2's DTensor shards keep foreach.
     params = decay + no_decay
-    fused = bool(params) and all(p.is_cuda and type(p) is torch.nn.Parameter for p in params)
+    fused = bool(params) and all(p.device.type in ("cuda", "cpu") and type(p) is torch.nn.Parameter for p in params)
     kind = {"fused": True} if fused else {"foreach": True}
     return torch.optim.AdamW(groups, lr=lr, betas=(tcfg.adam_beta1, tcfg.adam_beta2), eps=tcfg.adam_eps, **kind)
 
