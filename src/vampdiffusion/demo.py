@@ -27,6 +27,7 @@ from vampdiffusion.config import Config, load_config
 TINY_PRESET = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
 TAESDXL_HUB_ID = "madebyollin/taesdxl"
 MIN_PHASE_STEPS = 100                # no phase is planned shorter than this
+MIN_SIZING_STEPS = 40                # phase 1 is sized from its warm-up when that is at least this long
 
 
 @dataclass
@@ -182,10 +183,69 @@ def replan_after_phase1(a: DemoArgs, plan: dict, seconds_per_step: float, folder
     return plan
 
 
+def size_phase1(a: DemoArgs, cfg: Config, plan: dict, latents: Path, folder: Path) -> dict:
+    """Phase 1's length from its own speed: train its warm-up steps first (timed), then set its total so that it
+    fills its share of `--minutes`. The learning rate of a warm-up step depends only on the warm-up length, so
+    resuming into the longer schedule is the same run as one planned at that length from the start — and the
+    separate step-time probe, which misjudged phase 1's speed by up to ±40 % on the shared 2-core machine,
+    now sets nothing but the warm-up. Saved in the plan; a rerun does not size twice."""
+    from vampdiffusion.training.train import train
+    if "phase1_sizing" in plan or (folder / ".done.json").is_file():
+        return plan
+    phase_cfg = phase_config(copy.deepcopy(cfg), plan, 1)
+    first = phase_cfg.train.phase1.warmup_steps
+    if first < MIN_SIZING_STEPS:
+        return plan
+    phase_cfg.train.phase1.steps = first
+    phase_cfg.train.sample_every = 0  # the sample grid comes at the end of the whole phase
+    t0 = time.time()
+    rc = train(phase_cfg, 1, latents, folder, None, resume=True)
+    elapsed = time.time() - t0
+    if rc != 0:
+        raise RuntimeError(f"phase 1 training stopped with exit code {rc}; rerun `vamp demo` to resume it")
+    images_per_step = phase_cfg.train.micro_batch * phase_cfg.train.grad_accum
+    step_s = measured_step_seconds(folder / "metrics.jsonl", images_per_step) or elapsed / first
+    fixed = max(0.0, elapsed - first * step_s)  # start-up and checkpoints: paid again by the second call
+    budget = a.minutes * 60 * a.phase_shares[0]
+    steps = max(MIN_PHASE_STEPS, first, first + int((budget - elapsed - fixed) / step_s))
+    plan = {**plan, "steps": [steps] + plan["steps"][1:],
+            "phase1_sizing": {"steps": first, "seconds": round(elapsed, 3), "step_seconds": round(step_s, 5),
+                              "probe_steps": plan["steps"][0]}}
+    atomic_write_json(folder.parent / "training_plan.json", plan)
+    return plan
+
+
+def run_phase1(a: DemoArgs, cfg: Config, plan: dict, latents: Path, folder: Path) -> tuple[dict, int]:
+    """Phase 1: its warm-up, the sizing, the rest; returns the (re-sized) plan and the steps trained by this call."""
+    start = resume_start_step(folder)
+    plan = size_phase1(a, cfg, plan, latents, folder)
+    if "phase1_sizing" in plan:
+        z = plan["phase1_sizing"]
+        print(f"phase 1 sized from its first {z['steps']} steps ({z['step_seconds']:.3f} s/step): "
+              f"{plan['steps'][0]} steps (the probe planned {z['probe_steps']})")
+    trained = run_phase(cfg, plan, 1, latents, folder, None)
+    return plan, (plan["steps"][0] - start if trained else 0)
+
+
+def measured_step_seconds(metrics: Path, images_per_step: int) -> float | None:
+    """Seconds per optimizer step from the trainer's log windows (`images_per_s`), the first window (start-up)
+    left out; None when fewer than two windows were logged."""
+    rates = []
+    for line in metrics.read_text().splitlines() if metrics.is_file() else []:
+        try:
+            rates.append(float(json.loads(line)["images_per_s"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+    rates = [r for r in rates[1:] if r > 0]
+    return images_per_step / float(np.median(rates)) if rates else None
+
+
 def phase_config(cfg: Config, plan: dict, phase: int) -> Config:
     p = getattr(cfg.train, f"phase{phase}")
     p.steps = plan["steps"][phase - 1]
     p.warmup_steps = min(p.warmup_steps, p.steps // 5)
+    if phase == 1 and "phase1_sizing" in plan:  # the warm-up that was trained before the sizing
+        p.warmup_steps = plan["phase1_sizing"]["steps"]
     if phase == 3:
         p.curate_top_k = plan["curate_top_k"]
     cfg.train.ckpt_every = max(50, p.steps // 4)
@@ -380,7 +440,10 @@ def run_demo(a: DemoArgs, overrides: list[str] = ()) -> dict:
     init = None
     for phase in (1, 2, 3):
         folder = out / f"phase{phase}"
-        trained = timed(f"4/6 train phase {phase}", run_phase, cfg, plan, phase, out / "latents", folder, init)
+        if phase == 1:
+            plan, trained = timed("4/6 train phase 1", run_phase1, a, cfg, plan, out / "latents", folder)
+        else:
+            trained = timed(f"4/6 train phase {phase}", run_phase, cfg, plan, phase, out / "latents", folder, init)
         if phase == 1 and trained >= MIN_PHASE_STEPS and "phase1_step_seconds" not in plan:
             plan = replan_after_phase1(a, plan, timings["4/6 train phase 1"] / trained, out)
             print(f"phases 2-3 re-planned from phase 1's {plan['phase1_step_seconds']:.3f} s/step: {plan['steps'][1:]} steps")
