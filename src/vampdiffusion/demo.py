@@ -160,8 +160,8 @@ def plan_training(a: DemoArgs, cfg: Config, latents: Path, folder: Path) -> dict
     latent_hw = tuple(int(x) for x in ds[0]["latent"].shape[-2:])
     step_s = measure_step_seconds(cfg, latent_hw)
     # loader, EMA, logging, checkpoints, and the shared machine's drift: phase 1 ran at 1.10, 1.18, 0.84, 1.07 and
-    # 1.42x the probe's step time (2026-11-26); 1.2 keeps a fast probe from pushing the three phases past the
-    # budget (phases 2-3 are re-sized after phase 1 either way)
+    # 1.42x the probe's step time (2026-11-26). Only the first guess: phase 1 re-sizes itself from its warm-up
+    # (size_phase1) and phases 2-3 are re-sized after phase 1; this plan sets phase 1's warm-up length
     overhead = 1.2
     total = a.minutes * 60 / (step_s * overhead)
     steps = [max(MIN_PHASE_STEPS, int(total * s)) for s in a.phase_shares]
