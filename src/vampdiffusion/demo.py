@@ -230,12 +230,9 @@ def run_phase1(a: DemoArgs, cfg: Config, plan: dict, latents: Path, folder: Path
 def measured_step_seconds(metrics: Path, images_per_step: int) -> float | None:
     """Seconds per optimizer step from the trainer's log windows (`images_per_s`), the first window (start-up)
     left out; None when fewer than two windows were logged."""
-    rates = []
-    for line in metrics.read_text().splitlines() if metrics.is_file() else []:
-        try:
-            rates.append(float(json.loads(line)["images_per_s"]))
-        except (ValueError, KeyError, TypeError):
-            continue
+    from vampdiffusion.evaluation.report import read_metrics_log
+    rows = read_metrics_log(metrics)[0] if metrics.is_file() else []
+    rates = [r["images_per_s"] for r in rows if isinstance(r.get("images_per_s"), (int, float))]
     rates = [r for r in rates[1:] if r > 0]
     return images_per_step / float(np.median(rates)) if rates else None
 
