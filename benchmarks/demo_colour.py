@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from vampdiffusion.config import apply_override
-from vampdiffusion.data.loader import LatentDataset
+from vampdiffusion.latents.loader import LatentDataset
 from vampdiffusion.evaluation.evaluate import generate_batches, read_truth, single_object_reading
 from vampdiffusion.evaluation.oracle import PALETTE_NAMES, read_image
 from vampdiffusion.generation.generate import load_generator

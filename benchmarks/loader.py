@@ -29,8 +29,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vampdiffusion.atomic import atomic_write_json
-from vampdiffusion.data.loader import BucketBatchSampler, LatentDataset, LatentLoader
-from vampdiffusion.data.shards import shard_file, write_shard
+from vampdiffusion.latents.loader import BucketBatchSampler, LatentDataset, LatentLoader
+from vampdiffusion.latents.shards import shard_file, write_shard
 
 SAMPLES_PER_STEP = 256          # document §5.2: 32 per GPU x 4 accumulation x 2 GPUs
 SECONDS_PER_STEP = 1333 * 3600 / 800_000  # document §6.2: 800k steps in >= 1333 h -> 6.0 s per step

@@ -65,7 +65,7 @@ def main() -> None:
     for size in (64, 128):
         posts, images = kept_posts(a.posts, size, seed=size)
         rows[f"synthetic {size} px"] = score(posts, images)
-    from vampdiffusion.data.vae import load_vae
+    from vampdiffusion.latents.vae import load_vae
     vae = load_vae(LatentConfig(vae="taesdxl", vae_path=a.vae_path, scaling_factor=1.0))
     posts, images = kept_posts(a.posts, 64, seed=64)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1

@@ -34,7 +34,7 @@ import torch
 
 from vampdiffusion.atomic import atomic_write_json
 from vampdiffusion.config import Config, load_config
-from vampdiffusion.data.shards import write_shard
+from vampdiffusion.latents.shards import write_shard
 from vampdiffusion.data.vocab import TagVocab
 from vampdiffusion.diffusion.loss import training_loss
 from vampdiffusion.training import distributed as D

@@ -5,11 +5,11 @@ from conftest import REPO
 
 
 def test_v1_preset_equals_every_default():
-    assert config_to_dict(load_config(REPO / "configs" / "v1.yaml")) == config_to_dict(Config())
+    assert config_to_dict(load_config("v1")) == config_to_dict(Config())
 
 
 def test_tiny_preset_keeps_the_block_pattern_and_expert_counts():
-    tiny, v1 = load_config(REPO / "configs" / "tiny.yaml"), Config()
+    tiny, v1 = load_config("tiny"), Config()
     assert tiny.model.num_style_experts == v1.model.num_style_experts == 8
     assert tiny.model.num_quality_experts == v1.model.num_quality_experts == 4
     assert tiny.model.depth % 4 == 0 and tiny.model.hidden_size < v1.model.hidden_size
@@ -38,6 +38,6 @@ def test_unknown_key_in_yaml_names_the_file(tmp_path):
 
 
 def test_config_round_trips_through_yaml(tmp_path):
-    cfg = load_config(REPO / "configs" / "tiny.yaml", ["model.depth=12"])
+    cfg = load_config("tiny", ["model.depth=12"])
     save_config_yaml(cfg, tmp_path / "c.yaml")
     assert config_to_dict(load_config(tmp_path / "c.yaml")) == config_to_dict(cfg)

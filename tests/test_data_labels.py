@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from vampdiffusion.data.labels import (load_style_clusters, parse_tier_starts, quality_tiers, score_tags,
-                                       style_label)
+from vampdiffusion.config import ConfigError, load_config
+from vampdiffusion.data.labels import load_style_clusters, quality_tiers, score_tags, style_label
 
 
 def test_score_tag_is_the_decile_within_each_year():
@@ -20,13 +20,13 @@ def test_score_tag_gives_tied_scores_one_decile():
 
 
 def test_quality_tiers_follow_the_spec_table():
-    tiers = quality_tiers(np.arange(10), parse_tier_starts("3,4,6,8"))
+    tiers = quality_tiers(np.arange(10), [3, 4, 6, 8])
     assert tiers.tolist() == [-1, -1, -1, 0, 1, 1, 2, 2, 3, 3]
 
 
 def test_tier_starts_must_be_four_increasing_integers():
-    with pytest.raises(ValueError, match="4 increasing"):
-        parse_tier_starts("3,6,4,8")
+    with pytest.raises(ConfigError, match="4 increasing"):
+        load_config("tiny", ["data.quality_tier_starts=[3, 6, 4, 8]"])
 
 
 def test_packaged_style_clusters_are_the_eight_of_the_spec():

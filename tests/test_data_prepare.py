@@ -6,16 +6,13 @@ import pytest
 
 from vampdiffusion.config import load_config
 from vampdiffusion.data import synth
-from vampdiffusion.data.prepare import prepare, split_of
+from vampdiffusion.data.labels import split_of
+from vampdiffusion.data.prepare import prepare
 from vampdiffusion.data.vocab import BOS, EOS, TagVocab
-
-TINY = load_config("configs/tiny.yaml").data if __import__("pathlib").Path("configs/tiny.yaml").is_file() else None
-
 
 @pytest.fixture(scope="module")
 def tiny():
-    from pathlib import Path
-    return load_config(Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml").data
+    return load_config("tiny")
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,16 @@ from PIL import Image
 
 from vampdiffusion.atomic import atomic_write_json
 from vampdiffusion.config import LatentConfig, load_config
-from vampdiffusion.data.shards import write_shard
-from vampdiffusion.data.synth import SynthArgs, plan_posts, render_file, truth_record
-from vampdiffusion.data.vae import load_vae
+from vampdiffusion.latents.shards import write_shard
+from vampdiffusion.data.synth import BACKGROUNDS, COLOURS, SynthArgs, plan_posts, render_file, truth_record
+from vampdiffusion.latents.vae import load_vae
 from vampdiffusion.data.vocab import TagVocab
 from vampdiffusion.evaluation.clip_score import clip_unavailable
-from vampdiffusion.data.latent_space import channel_stats
-from vampdiffusion.evaluation.evaluate import Measured, evaluate, fid_results, main, write_outputs
+from vampdiffusion.latents.latent_space import channel_stats
+from vampdiffusion.cli.eval import main
+from vampdiffusion.evaluation.evaluate import evaluate, write_outputs
+from vampdiffusion.evaluation.fid import fid_results
+from vampdiffusion.evaluation.measure import Measured
 from vampdiffusion.evaluation.inception import FIDInceptionV3, load_inception
 from vampdiffusion.models.dit import VampDiT
 
@@ -35,6 +38,7 @@ def setup(tmp_path_factory, taesdxl_path):
     keep = [p for p in posts if p["kind"] == "normal" and p["u"] >= 0.3][:16]
     images = np.stack([np.asarray(Image.open(io.BytesIO(render_file(p))).convert("RGB")) for p in keep])
     (root / "truth.jsonl").write_text("\n".join(json.dumps(truth_record(p, None)) for p in keep) + "\nnot json\n")
+    (root / "synth.json").write_text(json.dumps({"colours": COLOURS, "backgrounds": BACKGROUNDS}))  # the set's palette
     vocab = TagVocab.build([p["general"] for p in keep], 1)
     data = root / "latents"
     vae = load_vae(LatentConfig(vae="taesdxl", vae_path=str(taesdxl_path), scaling_factor=1.0))
@@ -52,7 +56,7 @@ def setup(tmp_path_factory, taesdxl_path):
         "quality": pa.array([tier(p["u"]) for p in keep], pa.int8()), "style": pa.array([p["style"] for p in keep], pa.int8()),
         "split": pa.array(["eval"] * n)}), data / "index.parquet")
     vocab.save(data / "vocab.json")
-    cfg = load_config("configs/tiny.yaml", [f"latents.vae_path={taesdxl_path}", "sample.steps=2", "eval.n_per_tier=2",
+    cfg = load_config("tiny", [f"latents.vae_path={taesdxl_path}", "sample.steps=2", "eval.n_per_tier=2",
                                             "eval.style_samples=1", "eval.grid_columns=2",
                                             f"eval.inception_weights={root / 'no' / 'pt_inception.pth'}"])
     cfg.model.vocab_size = len(vocab)
@@ -86,7 +90,7 @@ def test_oracle_is_calibrated_on_decoded_real_latents(evaluation):
     for name in ("background", "colour"):  # the oracle reads TAESD-XL-decoded synthetic images
         assert o["attributes"][name]["calibration"] >= 0.95
         assert o["attributes"][name]["status"] == "ok"
-    assert o["attributes"]["colour"]["chance"] == pytest.approx(1 / 6)
+    assert o["attributes"]["colour"]["chance"] == pytest.approx(1 / 6)  # six colours in synth.json, fewer in 16 posts
     assert set(o["sharpness"]["generated"]) == {"0", "1", "2", "3"}
 
 
@@ -136,7 +140,7 @@ def test_cli_names_a_missing_model_folder(tmp_path, capsys):
 
 
 def test_single_object_reading_separates_wrong_colours_from_extra_regions():
-    from vampdiffusion.evaluation.evaluate import single_object_reading
+    from vampdiffusion.evaluation.conditioning import single_object_reading
     from vampdiffusion.evaluation.oracle import OracleObject, OracleReading
 
     def reading(*colours):
@@ -153,7 +157,7 @@ def test_single_object_reading_separates_wrong_colours_from_extra_regions():
 
 
 def test_n_per_tier_zero_draws_every_heldout_row_once():
-    from vampdiffusion.evaluation.evaluate import pick_prompt_rows
+    from vampdiffusion.evaluation.heldout import pick_prompt_rows
     ds = list(range(7))
     rows = pick_prompt_rows(ds, 0, seed=3)
     assert sorted(rows.tolist()) == list(range(7))                       # each row exactly once
@@ -169,5 +173,5 @@ def test_eval_generates_every_heldout_prompt_with_n_per_tier_zero(setup):
 
 @pytest.mark.parametrize("n", [1, -1])
 def test_eval_refuses_a_bad_n_per_tier(setup, n):
-    with pytest.raises(ValueError, match="n_per_tier must be >= 2, or 0"):
+    with pytest.raises(ValueError, match="eval.n_per_tier must be"):
         evaluate(setup.model, setup.data, device="cpu", show_progress=False, overrides=[f"eval.n_per_tier={n}"])

@@ -4,8 +4,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vampdiffusion.data.synth import SynthArgs, plan_posts, render_clean, render_file
-from vampdiffusion.evaluation.oracle import classify_shape, radial_harmonics, read_image
+from vampdiffusion.data.synth import BACKGROUNDS, COLOURS, SynthArgs, plan_posts, render_clean, render_file
+from vampdiffusion.evaluation.oracle import Palette, classify_shape, radial_harmonics
+from vampdiffusion.evaluation.oracle import read_image as read_with
+
+PALETTE = Palette(COLOURS, BACKGROUNDS)
+
+
+def read_image(img):
+    return read_with(img, PALETTE)
 
 
 def synthetic_images(size: int, n_posts: int = 240, seed: int = 0):

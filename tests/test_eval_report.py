@@ -3,6 +3,7 @@ import re
 from PIL import Image
 
 from vampdiffusion.evaluation import report as R
+from vampdiffusion.training.metrics import read_metrics_log
 
 
 def test_report_is_self_contained_with_all_sections(tmp_path):
@@ -33,8 +34,8 @@ def test_metrics_log_skips_malformed_lines_and_lays_runs_end_to_end(tmp_path):
     p1, p2 = tmp_path / "p1.jsonl", tmp_path / "p2.jsonl"
     p1.write_text('{"step": 25, "loss": 1.0}\n{"step": 50, "loss": 0.5}\nnot json\n{"event": "x"}\n')
     p2.write_text('{"step": 25, "loss": 0.4}\n{"step": 50, "event": "collapse", "message": "m"}\n')
-    rows1, bad1 = R.read_metrics_log(p1)
-    rows2, bad2 = R.read_metrics_log(p2)
+    rows1, bad1 = read_metrics_log(p1)
+    rows2, bad2 = read_metrics_log(p2)
     assert (len(rows1), bad1, len(rows2), bad2) == (2, 2, 2, 0)
     series = R.loss_series({"phase1": rows1, "phase2": rows2})
     assert series["phase1 loss"] == [(25, 1.0), (50, 0.5)]

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from vampdiffusion.evaluation.routing import (
-    RoutingRecord, collect_routing, label_expert_matrix, metrics_from_record, routing_accuracy,
-    routing_entropy, routing_frequencies, routing_metrics,
+    RoutingRecord, collect_routing, label_expert_matrix, metrics_from_record, routing_accuracy, routing_frequencies,
+    routing_metrics,
 )
+from vampdiffusion.models.moe import routing_entropy
 
 
 def test_frequencies_count_every_top2_slot():
@@ -18,8 +19,8 @@ def test_frequencies_count_every_top2_slot():
 
 
 def test_entropy_is_ln8_at_uniform_and_0_when_collapsed():
-    assert routing_entropy(np.full(8, 1 / 8)) == pytest.approx(math.log(8))
-    assert routing_entropy(np.eye(8)[3]) == 0.0
+    assert float(routing_entropy(torch.full((8,), 1 / 8))) == pytest.approx(math.log(8))
+    assert float(routing_entropy(torch.eye(8)[3])) == 0.0
 
 
 def test_accuracy_ignores_unlabeled_images():
@@ -49,9 +50,11 @@ def test_routing_metrics_on_perfect_and_collapsed_blocks():
     assert m["style"]["accuracy"][1] == pytest.approx((style[style >= 0] == 0).mean())
     assert m["style"]["chance"] == 0.125 and m["quality"]["chance"] == 0.25
     assert m["quality"]["accuracy"] == [1.0, 0.0] and m["quality"]["accuracy_mean"] == 0.5
-    # collapsed block: f_0 = f_1 = 0.5 (two slots per image), no alert at 0.7; entropy ln 2
+    # collapsed block: f_0 = f_1 = 0.5 (two slots per image, so f_i <= 0.5 always) and entropy ln 2, but expert 0
+    # is every image's first choice: the alert, defined on the top-1 share, fires for block 5 only
     assert m["style"]["entropy"][1] == pytest.approx(math.log(2))
-    assert m["collapse_alerts"] == []
+    assert m["style"]["top1_shares"][1][0] == 1.0
+    assert m["collapse_alerts"] == [{"block": 5, "expert": 0, "share": 1.0}]
     # pooled over both blocks: label 0 always lands on expert 0, other labels half the time (the perfect block)
     np.testing.assert_allclose(np.diag(m["style"]["label_expert"]), [1.0] + [0.5] * 7)
 
@@ -60,13 +63,21 @@ def test_collapse_alert_names_block_and_expert():
     N = 100
     s_exp = np.stack([np.stack([np.zeros(N, int), np.zeros(N, int)], axis=1)])  # degenerate: both slots expert 0
     m = routing_metrics(s_exp, np.zeros((1, N), int), np.zeros(N, int), np.zeros(N, int), 8, 4, 0.7, (5,), (3,))
-    assert m["collapse_alerts"] == [{"block": 5, "expert": 0, "f": 1.0}]
+    assert m["collapse_alerts"] == [{"block": 5, "expert": 0, "share": 1.0}]
+
+
+def test_no_collapse_alert_while_the_top1_choice_is_spread():
+    N = 100
+    first = np.arange(N) % 2                                     # experts 0 and 1 first, half the images each
+    s_exp = np.stack([np.stack([first, 1 - first], axis=1)])
+    m = routing_metrics(s_exp, np.zeros((1, N), int), np.zeros(N, int), np.zeros(N, int), 8, 4, 0.7, (5,), (3,))
+    assert m["style"]["top1_shares"][0][:2] == [0.5, 0.5] and m["collapse_alerts"] == []
 
 
 def test_collect_routing_reads_moeaux_of_a_real_model():
     from vampdiffusion.config import load_config
     from vampdiffusion.models.dit import VampDiT
-    cfg = load_config("configs/tiny.yaml").model
+    cfg = load_config("tiny").model
     model = VampDiT(cfg)
     B = 6
     batches = [{"latent": torch.randn(B, 4, 8, 8), "tag_ids": torch.tensor([[2, 5, 6, 3] + [0] * 4] * B),

@@ -13,8 +13,8 @@ import torch
 
 from test_train_support import tiny_config, write_latent_dataset
 
-from vampdiffusion.config import ConfigError, LatentConfig
-from vampdiffusion.data.latent_space import channel_affine, channel_stats, to_model_space, to_stored_space
+from vampdiffusion.config import load_config, ConfigError, LatentConfig
+from vampdiffusion.latents.latent_space import channel_affine, channel_stats, to_model_space, to_stored_space
 from vampdiffusion.diffusion.schedule import NoiseSchedule
 from vampdiffusion.generation import generate as G
 from vampdiffusion.models.dit import VampDiT
@@ -30,7 +30,7 @@ def offset_dataset(root: Path, eval_rows: int = 8) -> tuple[Path, np.ndarray]:
     rec = json.loads((root / "shards.json").read_text())["shards"][0]
     x = np.load(root / rec["file"]).astype(np.float64) * STD[None, :, None, None] + MEAN[None, :, None, None]
     x[-eval_rows:] = 100.0
-    from vampdiffusion.data.shards import write_shard
+    from vampdiffusion.latents.shards import write_shard
     record = write_shard(root, 0, x.astype(np.float16), {"bucket": rec["bucket"], "skipped": []})
     (root / "shards.json").write_text(json.dumps({"shards": [{k: record[k] for k in rec}], "num_rows": len(x)}))
     table = pq.read_table(root / "index.parquet")
@@ -63,8 +63,12 @@ def test_normalised_latents_have_unit_statistics_and_the_inverse_is_exact(tmp_pa
     assert to_model_space(z, plain) is z and to_stored_space(z, plain) is z
 
 
+def test_an_unknown_normalisation_is_refused_when_the_config_is_loaded():
+    with pytest.raises(ConfigError, match="latents.normalize must be one of 'none', 'channel'"):
+        load_config("tiny", ["latents.normalize=chanel"])
+
+
 @pytest.mark.parametrize("kw, message", [
-    (dict(normalize="chanel"), "must be one of"),
     (dict(normalize="channel"), "dataset.json holds them"),
     (dict(normalize="channel", channel_mean=[0.0] * 3, channel_std=[1.0] * 3), "needs 4 values"),
     (dict(normalize="channel", channel_mean=[0.0] * 4, channel_std=[1.0, 0.0, 1.0, 1.0]), "positive"),

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from vampdiffusion.config import LatentConfig
-from vampdiffusion.data.buckets import aspect_buckets, assign_buckets, bucket_set, resize_and_crop
+from vampdiffusion.latents.buckets import aspect_buckets, assign_buckets, bucket_set, resize_and_crop
 
 
 def test_aspect_buckets_have_step_multiple_sides_bounded_area_and_aspect():
@@ -44,8 +44,14 @@ def test_resize_upscales_small_images_to_cover():
     assert out.size == (48, 80)
 
 
-@pytest.mark.parametrize("kw, message", [(dict(resolution=100), "multiples of 8"), (dict(buckets="round"), "'aspect' or 'square'"),
-                                         (dict(max_aspect=0.5), "max_aspect")])
-def test_bad_bucket_config_is_a_clear_error(kw, message):
-    with pytest.raises(ValueError, match=message):
-        bucket_set(LatentConfig(**kw))
+def test_a_resolution_off_the_vae_grid_is_a_clear_error():
+    with pytest.raises(ValueError, match="multiples of 8"):
+        bucket_set(LatentConfig(resolution=100))
+
+
+@pytest.mark.parametrize("override, message", [("latents.buckets=round", "'aspect', 'square'"),
+                                               ("latents.max_aspect=0.5", "latents.max_aspect must be in")])
+def test_bad_bucket_config_is_refused_when_loaded(override, message):
+    from vampdiffusion.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match=message):
+        load_config("tiny", [override])

@@ -16,11 +16,12 @@ from PIL import Image
 
 from vampdiffusion.atomic import sha256_file
 from vampdiffusion.config import LatentConfig
-from vampdiffusion.data import encode as encode_module
-from vampdiffusion.data import shards as shards_module
-from vampdiffusion.data.encode import NonFiniteLatentError, encode_dataset, load_bucket_image
+from vampdiffusion.latents import encode as encode_module
+from vampdiffusion.cli.verify import main as verify_main
+from vampdiffusion.latents import shards as shards_module
+from vampdiffusion.latents.encode import NonFiniteLatentError, encode, load_bucket_image
 from vampdiffusion.data.images import load_image
-from vampdiffusion.data.vae import load_vae
+from vampdiffusion.latents.vae import load_vae
 
 # resolution 64, step 16 -> buckets (48, 80), (64, 64), (80, 48); latents 6x10, 8x8, 10x6
 SIZES = [(64, 64), (100, 60), (60, 100), (70, 70)]
@@ -97,7 +98,7 @@ def encoded(tmp_path_factory, taesdxl_path):
     root = tmp_path_factory.mktemp("encode")
     manifest = write_manifest(root / "prepared")
     cfg = latent_cfg(taesdxl_path)
-    summary = encode_dataset(manifest, root / "latents", cfg)
+    summary = encode(manifest, root / "latents", cfg)
     assert summary == {"shards": 7, "encoded": 10, "skipped": 2,
                        "skipped_by_reason": {"corrupt_image": 1, "missing_image": 1}}
     return manifest, root / "latents", cfg
@@ -174,13 +175,13 @@ def test_killed_encoder_restarts_to_an_identical_dataset(encoded, tmp_path, monk
 
     monkeypatch.setattr(encode_module, "write_shard", crash_at_third_shard)
     with pytest.raises(KeyboardInterrupt):
-        encode_dataset(manifest, out, cfg)
+        encode(manifest, out, cfg)
     assert sorted(p.name for p in (out / "shards").glob("*.json")) == ["000000.json", "000001.json"]
     (out / "shards" / "000002.npy").write_bytes(b"torn")           # a shard file without its record
     (out / "shards" / ".000003.npy.x1y2.tmp").write_bytes(b"tmp")  # a temp file of an interrupted write
     monkeypatch.setattr(encode_module, "write_shard", shards_module.write_shard)
     written = count_writes(monkeypatch)
-    encode_dataset(manifest, out, cfg)
+    encode(manifest, out, cfg)
     assert written == [2, 3, 4, 5, 6]  # finished shards 0 and 1 were not redone
     assert dataset_files(out) == dataset_files(reference)
 
@@ -189,10 +190,10 @@ def test_two_ranks_encode_disjoint_shards_into_the_same_dataset(encoded, tmp_pat
     manifest, reference, cfg = encoded
     out = tmp_path / "latents"
     written = count_writes(monkeypatch)
-    assert encode_dataset(manifest, out, latent_cfg(cfg.vae_path, workers=2), rank=1, world_size=2)["encoded"] is None
+    assert encode(manifest, out, latent_cfg(cfg.vae_path, workers=2), rank=1, world_size=2)["encoded"] is None
     rank1 = list(written)
     written.clear()
-    encode_dataset(manifest, out, cfg, rank=0, world_size=2)  # rank 0 finishes last and writes the index
+    encode(manifest, out, cfg, rank=0, world_size=2)  # rank 0 finishes last and writes the index
     assert rank1 == [1, 3, 5] and written == [0, 2, 4, 6]
     assert dataset_files(out) == dataset_files(reference)
 
@@ -204,12 +205,12 @@ def test_verify_names_a_corrupted_shard_and_encode_reencodes_only_it(encoded, tm
     data = bytearray((out / "shards" / "000005.npy").read_bytes())
     data[-1] ^= 0xFF  # one latent value changes; the file still loads
     (out / "shards" / "000005.npy").write_bytes(bytes(data))
-    assert shards_module.main(argparse.Namespace(dir=str(out))) == 1
+    assert verify_main(argparse.Namespace(dir=str(out))) == 1
     assert "shard 5: checksum mismatch" in capsys.readouterr().out
     written = count_writes(monkeypatch)
-    encode_dataset(manifest, out, cfg)
+    encode(manifest, out, cfg)
     assert written == [5]
-    assert shards_module.main(argparse.Namespace(dir=str(out))) == 0
+    assert verify_main(argparse.Namespace(dir=str(out))) == 0
     assert dataset_files(out) == dataset_files(reference)
 
 
@@ -217,7 +218,7 @@ def test_verify_names_a_missing_shard(encoded, tmp_path, capsys):
     out = tmp_path / "latents"
     shutil.copytree(encoded[1], out)
     (out / "shards" / "000002.npy").unlink()
-    assert shards_module.main(argparse.Namespace(dir=str(out))) == 1
+    assert verify_main(argparse.Namespace(dir=str(out))) == 1
     assert "shard 2:" in capsys.readouterr().out
 
 
@@ -226,7 +227,7 @@ def test_resuming_with_a_different_config_is_an_error(encoded, tmp_path):
     out = tmp_path / "latents"
     shutil.copytree(reference, out)
     with pytest.raises(ValueError, match="shard_size"):
-        encode_dataset(manifest, out, latent_cfg(cfg.vae_path, shard_size=3))
+        encode(manifest, out, latent_cfg(cfg.vae_path, shard_size=3))
 
 
 class NaNVAE:
@@ -242,13 +243,13 @@ def test_non_finite_latent_is_an_error_naming_the_shard_and_image(encoded, tmp_p
     manifest, _, cfg = encoded
     monkeypatch.setattr(encode_module, "load_vae", lambda *a, **k: NaNVAE())
     with pytest.raises(NonFiniteLatentError, match=r"shard 0: .*image id\(s\) \[6\]"):
-        encode_dataset(manifest, tmp_path / "latents", cfg)
+        encode(manifest, tmp_path / "latents", cfg)
 
 
 def test_manifest_without_required_columns_is_a_clear_error(tmp_path, taesdxl_path):
     pq.write_table(pa.table({"id": [1], "width": [64]}), tmp_path / "manifest.parquet")
     with pytest.raises(ValueError, match=r"lacks column\(s\) \['path', 'height'\]"):
-        encode_dataset(tmp_path, tmp_path / "out", latent_cfg(taesdxl_path))
+        encode(tmp_path, tmp_path / "out", latent_cfg(taesdxl_path))
 
 
 def test_cli_vae_flag_sets_backend_path_scaling_factor_and_torchrun_rank(monkeypatch, tmp_path):
@@ -259,7 +260,7 @@ def test_cli_vae_flag_sets_backend_path_scaling_factor_and_torchrun_rank(monkeyp
         seen.update(cfg=cfg, rank=rank, world_size=world_size)
         return {"shards": 0, "encoded": 0, "skipped": 0, "skipped_by_reason": {}}
 
-    monkeypatch.setattr(encode_module, "encode_dataset", fake_encode)
+    monkeypatch.setattr(encode_module, "encode", fake_encode)
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["data", "encode", "--manifest", "m", "--out", str(tmp_path), "--vae", "taesdxl", "--vae-path", "/w"]) == 0
@@ -276,7 +277,7 @@ def test_cli_missing_manifest_exits_non_zero_naming_it(tmp_path, capsys):
 SLOW_ENCODER = """
 import sys, time
 from vampdiffusion.config import LatentConfig
-from vampdiffusion.data import encode, shards
+from vampdiffusion.latents import encode, shards
 
 def slow_write(*args):
     record = shards.write_shard(*args)
@@ -284,7 +285,7 @@ def slow_write(*args):
     return record
 
 encode.write_shard = slow_write
-encode.encode_dataset(sys.argv[1], sys.argv[2], LatentConfig(**eval(sys.argv[3])))
+encode.encode(sys.argv[1], sys.argv[2], LatentConfig(**eval(sys.argv[3])))
 """
 
 
@@ -307,5 +308,5 @@ def test_sigkilled_encoder_process_restarts_to_an_identical_dataset(encoded, tmp
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "shards.json").exists()  # killed before the end
-    encode_dataset(manifest, out, cfg)
+    encode(manifest, out, cfg)
     assert dataset_files(out) == dataset_files(reference)

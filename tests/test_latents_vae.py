@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import save_file
 
 from vampdiffusion.config import LatentConfig
-from vampdiffusion.data import vae as vae_module
-from vampdiffusion.data.vae import TAESDXL_ENV, TAESDXL_HUB_ID, load_vae
+from vampdiffusion.latents import vae as vae_module
+from vampdiffusion.latents.vae import TAESDXL_ENV, TAESDXL_HUB_ID, load_vae
 
 # Measured 2026-11-26 on these 8 synthetic 64x64 images (CPU, fp32): mean 31.3 dB, min 29.4 dB.
 PSNR_MEAN_FLOOR_DB = 30.5
@@ -142,6 +142,7 @@ def test_failed_hub_download_says_how_to_work_offline(monkeypatch):
 
 
 def test_unknown_backend_is_an_error():
-    with pytest.raises(ValueError, match="latents.vae must be one of"):
-        load_vae(LatentConfig(vae="sd15"))
+    from vampdiffusion.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="latents.vae must be one of 'sdxl', 'taesdxl'"):
+        load_config("tiny", ["latents.vae=sd15"])
     assert math.isclose(vae_module.SCALING_FACTORS["sdxl"], 0.13025)

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vampdiffusion.config import Config, LatentConfig, PhaseConfig
-from vampdiffusion.data import encode as encode_module
-from vampdiffusion.data.encode import encode_dataset
-from vampdiffusion.data.loader import (BOS, EOS, PAD, BucketBatchSampler, LatentDataset, LatentLoader,
+from vampdiffusion.latents import encode as encode_module
+from vampdiffusion.latents.encode import encode
+from vampdiffusion.latents.loader import (BOS, EOS, PAD, BucketBatchSampler, LatentDataset, LatentLoader,
                                        curate_top_k, curation_scores, make_loader, phase_weights)
 
 N_ROWS = 60
@@ -49,7 +49,7 @@ def latents(tmp_path_factory) -> Path:
                        workers=0)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(encode_module, "load_vae", lambda *a, **k: PoolVAE())
-        encode_dataset(root / "manifest.parquet", root / "latents", cfg)
+        encode(root / "manifest.parquet", root / "latents", cfg)
     return root / "latents"
 
 

@@ -2,7 +2,8 @@
 
 import torch
 
-from vampdiffusion.data.loader import BOS, EOS, PAD, drop_tags, shuffle_tags
+from vampdiffusion.data.vocab import BOS, EOS, PAD
+from vampdiffusion.latents.loader import drop_random_tags, shuffle_tags
 
 
 def tag_rows(batch: int = 64, length: int = 24, n_tags: int = 20) -> torch.Tensor:
@@ -29,7 +30,7 @@ def test_shuffle_respects_each_rows_own_length():
 
 def test_dropout_drops_the_requested_share_and_closes_the_gaps():
     tags = tag_rows()
-    out = drop_tags(tags, p=0.5, keep_tokens=1, generator=torch.Generator().manual_seed(0))
+    out = drop_random_tags(tags, p=0.5, keep_tokens=1, generator=torch.Generator().manual_seed(0))
     kept = [row[1:row.tolist().index(EOS)] for row in out]
     assert all(row[0].item() == 4 for row in kept)          # the kept token survives
     share = 1 - sum(len(r) - 1 for r in kept) / (64 * 19)  # of the 19 droppable tags
@@ -41,4 +42,4 @@ def test_dropout_drops_the_requested_share_and_closes_the_gaps():
 
 def test_zero_dropout_is_the_identity():
     tags = tag_rows(4)
-    assert torch.equal(drop_tags(tags, 0.0, 0, torch.Generator().manual_seed(0)), tags)
+    assert torch.equal(drop_random_tags(tags, 0.0, 0, torch.Generator().manual_seed(0)), tags)

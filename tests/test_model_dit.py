@@ -9,7 +9,7 @@ from vampdiffusion.config import Config, ModelConfig, load_config, save_config_y
 from vampdiffusion.models.dit import VampDiT, block_kind
 from vampdiffusion.models.moe import expert_and_router_parameters, is_expert_or_router
 
-TINY = load_config("configs/tiny.yaml").model
+TINY = load_config("tiny").model
 
 
 def small_cfg(**kw) -> ModelConfig:
@@ -225,7 +225,7 @@ def test_expert_and_router_parameters_are_exactly_the_moe_ffns_and_routers():
 
 def test_v1_on_meta_device_has_about_1_25_billion_parameters():
     with torch.device("meta"):
-        model = VampDiT(load_config("configs/v1.yaml").model)
+        model = VampDiT(load_config("v1").model)
     total = sum(p.numel() for p in model.parameters())
     assert 1.125e9 <= total <= 1.375e9
 

@@ -108,7 +108,7 @@ class NoDenoise(torch.nn.Module):
 def test_a_vampdit_encodes_the_tags_once_with_the_same_prediction():
     from vampdiffusion.config import load_config
     from vampdiffusion.models.dit import VampDiT
-    cfg = load_config("configs/tiny.yaml").model
+    cfg = load_config("tiny").model
     torch.manual_seed(0)
     model = VampDiT(cfg).eval()
     with torch.no_grad():

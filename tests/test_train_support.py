@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from vampdiffusion.atomic import atomic_write_json
 from vampdiffusion.config import Config, load_config
-from vampdiffusion.data.shards import write_shard
+from vampdiffusion.latents.shards import write_shard
 from vampdiffusion.data.vocab import TagVocab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ TINY = [
     "diffusion.num_timesteps=100", "sample.steps=2", "sample.sampler=ddim",
     "train.micro_batch=8", "train.grad_accum=2", "train.log_every=1", "train.ckpt_every=10", "train.ema_every=10",
     "train.sample_every=0", "train.keep_last=2", "train.workers=0", "train.precision=fp32",
-    "train.sample_prompts=gothic, dark, masterpiece; red, circle",
+    "train.sample_prompts=[\"gothic, dark, masterpiece\", \"red, circle\"]",
     "train.phase1.steps=12", "train.phase1.warmup_steps=3", "train.phase1.lr=0.001",
     "train.phase2.steps=4", "train.phase2.warmup_steps=1",
     "train.phase3.steps=4", "train.phase3.warmup_steps=1", "train.phase3.curate_top_k=24",
@@ -62,5 +62,5 @@ TINY = [
 
 
 def tiny_config(*overrides: str) -> Config:
-    return load_config(REPO / "configs" / "tiny.yaml", [*TINY, *overrides])
+    return load_config("tiny", [*TINY, *overrides])
 

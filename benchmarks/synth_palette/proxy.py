@@ -22,7 +22,7 @@ import variants  # noqa: E402
 
 from vampdiffusion.config import LatentConfig  # noqa: E402
 from vampdiffusion.data import synth  # noqa: E402
-from vampdiffusion.data.vae import load_vae  # noqa: E402
+from vampdiffusion.latents.vae import load_vae  # noqa: E402
 from vampdiffusion.evaluation import oracle  # noqa: E402
 
 

@@ -17,6 +17,7 @@ QUALITY_NAMES = ("Draft", "Standard", "High", "Ultra")  # tiers 0..3
 # score_tag and quality tier
 # ----------------------------------------------------------------------------
 
+
 def score_tags(score: np.ndarray, year: np.ndarray) -> np.ndarray:
     """(N,) int8 in 0..9: the decile of each raw score among the posts of its upload year.
 
@@ -35,18 +36,7 @@ def score_tags(score: np.ndarray, year: np.ndarray) -> np.ndarray:
     return out
 
 
-def parse_tier_starts(text: str) -> tuple[int, ...]:
-    """'3,4,6,8' -> (3, 4, 6, 8): the lowest score_tag of tiers 0, 1, 2, 3."""
-    try:
-        starts = tuple(int(x) for x in text.split(","))
-    except ValueError:
-        raise ValueError(f"data.quality_tier_starts must be 4 comma-separated integers like '3,4,6,8', got {text!r}") from None
-    if len(starts) != len(QUALITY_NAMES) or list(starts) != sorted(set(starts)):
-        raise ValueError(f"data.quality_tier_starts must be 4 increasing integers like '3,4,6,8', got {text!r}")
-    return starts
-
-
-def quality_tiers(score_tag: np.ndarray, starts: tuple[int, ...]) -> np.ndarray:
+def quality_tiers(score_tag: np.ndarray, starts: list[int]) -> np.ndarray:
     """(N,) int8: 8-9 -> 3 (Ultra), 6-7 -> 2 (High), 4-5 -> 1 (Standard), 3 -> 0 (Draft), below -> -1."""
     return (np.searchsorted(np.asarray(starts), np.asarray(score_tag), side="right") - 1).astype(np.int8)
 
@@ -54,6 +44,7 @@ def quality_tiers(score_tag: np.ndarray, starts: tuple[int, ...]) -> np.ndarray:
 # ----------------------------------------------------------------------------
 # Style clusters
 # ----------------------------------------------------------------------------
+
 
 @dataclass
 class StyleCluster:
@@ -83,6 +74,11 @@ def load_style_clusters(path: str | Path = "") -> list[StyleCluster]:
     return clusters
 
 
+def style_names(path: str | Path = "") -> list[str]:
+    """The names of the style clusters, in id order (`path` as for load_style_clusters)."""
+    return [c.name for c in load_style_clusters(path)]
+
+
 def style_label(tags: Iterable[str], clusters: list[StyleCluster], min_matches: int) -> int:
     """argmax_i |tags ∩ C_i| when that maximum >= min_matches (ties -> lowest id), else -1."""
     t = set(tags)
@@ -95,5 +91,22 @@ def style_labels(tag_lists: Iterable[Iterable[str]], clusters: list[StyleCluster
     return np.array([style_label(t, clusters, min_matches) for t in tag_lists], dtype=np.int8)
 
 
-__all__ = ["QUALITY_NAMES", "StyleCluster", "load_style_clusters", "parse_tier_starts", "quality_tiers",
+# ----------------------------------------------------------------------------
+# Train / eval split
+# ----------------------------------------------------------------------------
+
+
+def split_of(ids: np.ndarray, eval_fraction: float) -> np.ndarray:
+    """'eval' when splitmix64(id) / 2^64 < eval_fraction: a fixed hash of the id, stable across runs."""
+    with np.errstate(over="ignore"):
+        z = np.asarray(ids, np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    u = (z >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return np.where(u < eval_fraction, "eval", "train")
+
+
+
+__all__ = ["split_of", "QUALITY_NAMES", "StyleCluster", "load_style_clusters", "quality_tiers", "style_names",
            "score_tags", "style_label", "style_labels"]

@@ -1,4 +1,4 @@
-"""Synthetic Danbooru dataset: procedural illustrations that their tags describe completely.  `vamp data synth`
+"""Synthetic Danbooru dataset: procedural illustrations that their tags describe completely.
 
 Each post is one or two coloured shapes on a background, drawn in one of the eight style-cluster
 renderings (the style tags are the Danbooru names of style_clusters.yaml, so the real labelling code
@@ -13,7 +13,6 @@ Deterministic from the seed: the same arguments write byte-identical files.
 
 from __future__ import annotations
 
-import argparse
 import bisect
 import calendar
 import functools
@@ -24,7 +23,6 @@ import math
 import multiprocessing
 import os
 import random
-import sys
 import tarfile
 import time
 from dataclasses import dataclass
@@ -36,16 +34,15 @@ from scipy.ndimage import gaussian_filter
 from scipy.special import ndtri
 
 from vampdiffusion.atomic import atomic_write, atomic_write_json, atomic_write_text
+from vampdiffusion.data.labels import style_names
 
 # ----------------------------------------------------------------------------
-# The visual vocabulary (the evaluation oracle imports these)
+# The visual vocabulary
 # ----------------------------------------------------------------------------
 
 SHAPES = ("circle", "square", "triangle", "star")
-# six hues evenly spread around the colour wheel (0, 55, 120, 183, 231, 305 degrees). The first palette (red,
-# orange, yellow, green, blue, purple at 0/31/53/136/224/278) put neighbours 22-31 degrees apart, closer than the
-# hue drift of a TAESD-XL decode of imprecise 8x8 latents: 37 % of the demo's colour failures were red/orange/yellow
-# confusions (docs/benchmarks.md "demo", session 6)
+# six hues evenly spread around the colour wheel (0, 55, 120, 183, 231, 305 degrees): neighbours ~60 degrees
+# apart, farther than the hue drift of a TAESD-XL decode of imprecise 8x8 latents (docs/data.md)
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (225, 30, 30),
     "yellow": (235, 215, 25),
@@ -61,13 +58,12 @@ BACKGROUNDS: dict[str, tuple[tuple[int, int, int], tuple[int, int, int]]] = {
     "grey_background": ((128, 128, 128), (128, 128, 128)),
     "gradient_background": ((175, 170, 190), (245, 245, 250)),  # neutral: no palette hue (chroma < the oracle's 0.10)
 }
-# object radius as a share of the image side; a small object spans ~2 latent pixels at 64 px (0.13 before session 6:
-# ~1.7, and the demo read its colour right only 44-59 % of the time against 88-94 % for large ones)
+# object radius as a share of the image side; a small object spans ~2 latent pixels at 64 px, the least the
+# demo model reads reliably (docs/data.md)
 SIZES = {"small_object": 0.17, "medium_object": 0.22, "large_object": 0.29}
 POSITIONS = {"on_left": 0.3, "centered": 0.5, "on_right": 0.7}  # single object: x centre / side
 
-STYLE_NAMES = ("dark/gothic", "soft pastel", "bold lineart", "painterly", "flat color", "realistic",
-               "chibi", "cyberpunk")
+STYLE_NAMES = tuple(style_names())  # the names of style_clusters.yaml, whose tags the synthetic styles carry
 # the Danbooru tags each synthetic style carries (2 or 3 of them): all from style_clusters.yaml
 STYLE_TAGS: dict[int, tuple[str, ...]] = {
     0: ("gothic", "dark", "dark_background"),
@@ -98,10 +94,9 @@ ARTISTS_PER_STYLE = 3  # each synthetic artist draws in one style
 
 # quality bands: u below each edge -> (blur sigma in pixels at 64 px, noise std in [0,1], JPEG quality)
 DEGRADATION_EDGES = (0.3, 0.4, 0.6, 0.8, 1.01)
-# blur strong and pixel noise light so that the tiers differ at the 8x latent scale too: with the first table
-# ((1.8, 0.09, 20), (1.3, 0.06, 35), (0.8, 0.035, 55), (0.4, 0.015, 80), (0, 0, 95)) the low tiers' pixel noise put
-# back the high frequencies their blur removed, and the TAESD-XL latents' Laplacian energy was flat across tiers
-# (7.67 / 7.60 / 7.61 / 7.68); with this one it rises 7.11 / 7.27 / 7.49 / 7.68 (benchmarks/oracle.py, 1000 posts)
+# blur strong and pixel noise light, so that the tiers differ at the 8x latent scale too (strong pixel noise would
+# put back the high frequencies the blur removes): the TAESD-XL latents' Laplacian energy rises with the tier
+# (python benchmarks/oracle.py; docs/benchmarks.md#oracle)
 DEGRADATION = ((2.6, 0.05, 20), (1.7, 0.02, 35), (1.2, 0.015, 55), (0.6, 0.006, 80), (0.0, 0.0, 95))
 
 YEARS = tuple(range(2015, 2025))
@@ -560,28 +555,3 @@ def _write_tar(tmp: Path, items: list[tuple[str, bytes]]) -> None:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             tf.addfile(info, io.BytesIO(data))
-
-
-# ----------------------------------------------------------------------------
-# CLI
-# ----------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--n", type=int, default=5000, help="number of posts (>= 100)")
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels (>= 32)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--tar", action="store_true", help="write data-0NNN.tar shards instead of original/0NNN/")
-    parser.add_argument("--workers", type=int, default=2, help="rendering processes")
-
-
-def main(args: argparse.Namespace) -> int:
-    a = SynthArgs(n=args.n, size=args.size, seed=args.seed, tar=args.tar, workers=args.workers)
-    try:
-        s = synthesize(a, Path(args.out))
-    except ValueError as e:
-        print(f"vamp data synth: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {s['n']} synthetic posts ({s['size']} px, {s['layout']} layout) to {args.out} in {s['seconds']} s")
-    print("  planted: " + ", ".join(f"{k} {v}" for k, v in sorted(s["kinds"].items())) + f", malformed_lines {s['malformed_lines']}")
-    return 0

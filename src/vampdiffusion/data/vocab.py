@@ -18,6 +18,7 @@ from vampdiffusion.atomic import atomic_write_json
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]")
 VOCAB_FORMAT = "vampdiffusion-tag-vocab-1"
+VOCAB_NAME = "vocab.json"   # the vocabulary file of a prepared folder, a latent dataset and a model folder
 
 _SPACES = re.compile(r"[\s_]+")
 
@@ -66,7 +67,7 @@ class TagVocab:
     def load(cls, path: str | Path) -> "TagVocab":
         p = Path(path)
         if p.is_dir():
-            p = p / "vocab.json"
+            p = p / VOCAB_NAME
         if not p.is_file():
             raise FileNotFoundError(f"tag vocabulary {p} not found; `vamp data prepare` writes vocab.json")
         d = json.loads(p.read_text())
@@ -126,4 +127,4 @@ class TagVocab:
         return out
 
 
-__all__ = ["BOS", "EOS", "PAD", "SPECIAL_TOKENS", "UNK", "TagVocab", "normalize_tag", "parse_prompt"]
+__all__ = ["BOS", "EOS", "PAD", "SPECIAL_TOKENS", "UNK", "VOCAB_NAME", "TagVocab", "normalize_tag", "parse_prompt"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 
+from vampdiffusion.data.vocab import BOS, EOS, PAD
 from vampdiffusion.diffusion.samplers import PredictV
 
 
@@ -37,11 +38,11 @@ def guided_v(v_uncond: torch.Tensor, v_cond: torch.Tensor, scale: float, rescale
     return rescale_guidance(v_cfg, v_cond, rescale)
 
 
-def empty_tags_like(tag_ids: torch.Tensor, bos_id: int = 2, eos_id: int = 3, pad_id: int = 0) -> torch.Tensor:
+def empty_tags_like(tag_ids: torch.Tensor) -> torch.Tensor:
     """[BOS][EOS][PAD]… with the shape of tag_ids (B, L)."""
-    empty = torch.full_like(tag_ids, pad_id)
-    empty[:, 0] = bos_id
-    empty[:, 1] = eos_id
+    empty = torch.full_like(tag_ids, PAD)
+    empty[:, 0] = BOS
+    empty[:, 1] = EOS
     return empty
 
 

@@ -16,7 +16,7 @@ from vampdiffusion.diffusion.schedule import NoiseSchedule
 from vampdiffusion.diffusion.timesteps import sample_timesteps
 
 
-def drop_tags(tag_ids: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+def empty_tags_where(tag_ids: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
     """tag_ids (B, L), drop (B,) bool -> dropped rows replaced by [BOS][EOS][PAD]…"""
     return torch.where(drop[:, None], empty_tags_like(tag_ids), tag_ids)
 
@@ -54,7 +54,7 @@ def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor], schedu
     t = sample_timesteps(B, schedule, dcfg, generator).to(device)                     # (B,)
     eps = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(device, x0.dtype)  # (B,4,h,w)
     drop = (torch.rand(B, generator=generator) < dcfg.cfg_dropout).to(device)       # (B,) bool
-    tag_ids = drop_tags(batch["tag_ids"], drop)
+    tag_ids = empty_tags_where(batch["tag_ids"], drop)
     quality = batch["quality"]
     # a dropped image's tags no longer name its style: it does not train the style router's CE
     style = torch.where(drop, torch.full_like(batch["style"], -1), batch["style"])

@@ -13,13 +13,15 @@ at α = 0, so they read ᾱ[T−1] clamped to `alpha_bar_min` (2⁻²⁴, as dif
 from __future__ import annotations
 
 import math
+import typing
 from typing import Callable
 
 import torch
 
+from vampdiffusion.config import SamplerName
 from vampdiffusion.diffusion.schedule import NoiseSchedule
 
-SAMPLERS = ("ddim", "euler", "dpmpp2m")
+SAMPLERS: tuple[str, ...] = typing.get_args(SamplerName)
 SAMPLER_NAMES = {"ddim": "DDIM", "euler": "Euler", "dpmpp2m": "DPM++ 2M"}  # as anime UIs write them
 
 PredictV = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

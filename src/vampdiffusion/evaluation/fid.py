@@ -10,6 +10,8 @@ compare against), no complex parts to discard as pytorch-fid has to.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -77,3 +79,28 @@ def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
     diff = mu1 - mu2
     d2 = diff @ diff + (A * A).sum() + (B * B).sum() - 2.0 * nuclear
     return max(float(d2), 0.0)
+
+
+def fid_results(weights_path: Path, generated: dict[int, np.ndarray], real: np.ndarray, real_tiers: np.ndarray) -> dict:
+    """From Inception features: FID of each tier's generated images against all decoded held-out images,
+    and against the held-out images of the same tier."""
+    if len(real) < 2:
+        return {"status": f"skipped: {len(real)} held-out image(s); FID needs at least 2"}
+    out: dict = {"status": "ok", "weights": str(weights_path), "reference": "decoded held-out latents",
+                 "real_images": int(len(real)), "per_tier": {}}
+    for q, f_gen in generated.items():
+        same = real[real_tiers == q]
+        out["per_tier"][str(q)] = {
+            "generated": int(len(f_gen)),
+            "fid": fid_from_features(f_gen, real) if len(f_gen) >= 2 else None,
+            "fid_same_tier": fid_from_features(f_gen, same) if len(same) >= 2 and len(f_gen) >= 2 else None,
+            "real_same_tier": int(len(same)),
+        }
+    fids = [out["per_tier"][str(q)]["fid"] for q in sorted(generated)]
+    # FID_3 < FID_2 < FID_1 < FID_0: every higher tier closer to the held-out images
+    out["ordering_holds"] = (len(fids) > 1 and all(f is not None for f in fids)
+                             and all(a > b for a, b in zip(fids, fids[1:])))
+    if len(real) < 2048:
+        out["note"] = (f"{len(real)} reference images: below the 2048 feature dimensions, so the covariance is "
+                       f"rank-deficient and FID is biased upward; compare tiers with each other, not with published FIDs")
+    return out

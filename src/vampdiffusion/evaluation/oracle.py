@@ -1,16 +1,17 @@
 """The synthetic-set oracle: read back, by plain image analysis, what a synthetic image shows.
 
-An image of the synthetic Danbooru set (data/synth.py) is one or two coloured shapes on one of four
-backgrounds. The oracle measures, with no learned model:
+An image of the synthetic Danbooru set is one or two coloured shapes on one of a few backgrounds. The
+oracle is given the set's `Palette` (its colours and backgrounds, e.g. read from the set's truth.jsonl) and
+measures, with no learned model:
 
   background  the border rows' colours (top, bottom) → nearest background of the palette
   objects     pixels far from the per-row background → grouped by hue into the six palette colours;
               each colour group with enough pixels is an object
   shape       from the object's mask (its 50%-contrast region, holes filled): the boundary radius r(θ)
               around the centroid has 3-fold (triangle), 4-fold (square) or 5-fold (star) symmetry, or
-              none (circle); the strongest normalised Fourier harmonic |c_k|/c_0, k = 3, 4, 5, decides.
-              (Bounding-box fill and convex-hull solidity were tried first: 77% right on blurred, small,
-              outlined or glowing objects, against 98.8–99.9% for the harmonics; docs/evaluation.md.)
+              none (circle); the strongest normalised Fourier harmonic |c_k|/c_0, k = 3, 4, 5, decides
+              (more robust on blurred, small, outlined or glowing objects than bounding-box fill or
+              convex-hull solidity; docs/evaluation.md)
   sharpness   RMS Laplacian in a band around the objects' edges divided by the object/background
               contrast, after a 3×3 median that removes pixel noise (1/pixel² at 64 px;
               every image is first box-resized to 64×64)
@@ -27,8 +28,6 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from vampdiffusion.data.synth import BACKGROUNDS, COLOURS
-
 # tuning of the analysis (fixed by measurement on the synthetic set itself; docs/evaluation.md)
 FOREGROUND_DISTANCE = 0.18    # RGB distance (0..√3) from the row's background that marks an object pixel
 MIN_CHROMA = 0.10             # max(rgb) − min(rgb) below this: no reliable hue (black outlines, grey shadows)
@@ -40,6 +39,7 @@ DARK_VALUE = 0.3              # max(rgb) below this: an outline / shading pixel 
 RADIAL_BINS = 36              # angle bins of the boundary radius profile
 MIN_CONTRAST = 0.05           # objects fainter than this against the background give no sharpness reading
 ANALYSIS_SIDE = 64            # every image is read at this side (box-filtered down or resized up)
+SHAPES = ("circle", "square", "triangle", "star")  # what classify_shape can answer
 
 
 def _hue(rgb: np.ndarray) -> np.ndarray:
@@ -51,10 +51,50 @@ def _hue(rgb: np.ndarray) -> np.ndarray:
     return (h * 60.0) % 360.0
 
 
-PALETTE_NAMES = tuple(COLOURS)
-PALETTE_HUES = _hue(np.array([COLOURS[c] for c in PALETTE_NAMES], np.float64) / 255.0)  # (6,)
-BACKGROUND_NAMES = tuple(BACKGROUNDS)
-BACKGROUND_RGB = np.array([BACKGROUNDS[b] for b in BACKGROUND_NAMES], np.float64) / 255.0  # (4, 2, 3) top, bottom
+RGB = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class Palette:
+    """What the oracle can read: the set's object colours (name -> rgb) and backgrounds (name -> top, bottom rgb)."""
+    colours: dict[str, RGB]
+    backgrounds: dict[str, tuple[RGB, RGB]]
+
+    @property
+    def colour_names(self) -> tuple[str, ...]:
+        return tuple(self.colours)
+
+    @property
+    def hues(self) -> np.ndarray:
+        """(n_colours,) hue of each colour, degrees."""
+        return _hue(np.array([self.colours[c] for c in self.colours], np.float64) / 255.0)
+
+    @property
+    def background_rgb(self) -> np.ndarray:
+        """(n_backgrounds, 2, 3) top and bottom colour of each background in [0, 1]."""
+        return np.array([self.backgrounds[b] for b in self.backgrounds], np.float64) / 255.0
+
+
+def palette_from_summary(summary: dict) -> Palette:
+    """The palette of a synthetic set from its synth.json ("colours": name -> rgb, "backgrounds": name -> [top, bottom])."""
+    return Palette({k: tuple(v) for k, v in summary["colours"].items()},
+                   {k: (tuple(v[0]), tuple(v[1])) for k, v in summary["backgrounds"].items()})
+
+
+def palette_from_truth(truth: dict[int, dict] | list[dict]) -> Palette:
+    """The palette a synthetic set's truth records show (their objects' rgb, their backgrounds' rgb): the
+    colours and backgrounds that occur in them."""
+    records = truth.values() if isinstance(truth, dict) else truth
+    colours: dict[str, RGB] = {}
+    backgrounds: dict[str, tuple[RGB, RGB]] = {}
+    for t in records:
+        for o in t.get("objects", []):
+            colours.setdefault(o["colour"], tuple(o["rgb"]))
+        top, bottom = t["background_rgb"]
+        backgrounds.setdefault(t["background"], (tuple(top), tuple(bottom)))
+    if not colours or not backgrounds:
+        raise ValueError("the truth records name no object colour or no background: not a synthetic set's truth.jsonl")
+    return Palette(dict(sorted(colours.items())), dict(sorted(backgrounds.items())))
 
 
 @dataclass
@@ -77,15 +117,16 @@ class OracleReading:
 # Pieces
 # ----------------------------------------------------------------------------
 
-def classify_background(img: np.ndarray) -> tuple[str, np.ndarray]:
+def classify_background(img: np.ndarray, palette: Palette) -> tuple[str, np.ndarray]:
     """img (H, W, 3) in [0, 1] → (background name, per-row background colour (H, 3)) from the border rows."""
     H = img.shape[0]
     k = max(1, H // 32)
     top = np.median(img[:k].reshape(-1, 3), axis=0)
     bottom = np.median(img[-k:].reshape(-1, 3), axis=0)
-    d = np.linalg.norm(BACKGROUND_RGB[:, 0] - top, axis=1) + np.linalg.norm(BACKGROUND_RGB[:, 1] - bottom, axis=1)
+    rgb = palette.background_rgb                                                     # (n, 2, 3)
+    d = np.linalg.norm(rgb[:, 0] - top, axis=1) + np.linalg.norm(rgb[:, 1] - bottom, axis=1)
     t = np.linspace(0.0, 1.0, H)[:, None]
-    return BACKGROUND_NAMES[int(d.argmin())], top * (1 - t) + bottom * t
+    return tuple(palette.backgrounds)[int(d.argmin())], top * (1 - t) + bottom * t
 
 
 def radial_harmonics(mask: np.ndarray, bins: int = RADIAL_BINS) -> tuple[float, float, float]:
@@ -134,7 +175,7 @@ def edge_sharpness(img: np.ndarray, masks: list[np.ndarray], bg_rows: np.ndarray
 # The oracle
 # ----------------------------------------------------------------------------
 
-def read_image(img: np.ndarray) -> OracleReading:
+def read_image(img: np.ndarray, palette: Palette) -> OracleReading:
     """img (H, W, 3) uint8, or float in [0, 1] → background, objects (colour, shape), sharpness."""
     img = np.asarray(img)
     if img.ndim != 3 or img.shape[2] != 3:
@@ -145,16 +186,17 @@ def read_image(img: np.ndarray) -> OracleReading:
         img = np.asarray(Image.fromarray(img).resize((ANALYSIS_SIDE, ANALYSIS_SIDE), Image.Resampling.BOX))
     img = img.astype(np.float64) / 255.0
     H, W, _ = img.shape
-    background, bg_rows = classify_background(img)
+    background, bg_rows = classify_background(img, palette)
+    names = palette.colour_names
     dist = np.linalg.norm(img - bg_rows[:, None, :], axis=-1)                       # (H, W)
     chroma = img.max(-1) - img.min(-1)                                               # (H, W)
     value = img.max(-1)                                                              # (H, W)
     hue = _hue(img)                                                                  # (H, W) degrees
-    dh = np.abs((hue[..., None] - PALETTE_HUES + 180.0) % 360.0 - 180.0)            # (H, W, 6)
+    dh = np.abs((hue[..., None] - palette.hues + 180.0) % 360.0 - 180.0)            # (H, W, n_colours)
     group = dh.argmin(-1)
     candidate = (dist > FOREGROUND_DISTANCE) & (chroma > MIN_CHROMA)
     cores, contrasts = [], []
-    for c in range(len(PALETTE_NAMES)):
+    for c in range(len(names)):
         core = candidate & (group == c)
         if core.sum() >= MIN_OBJECT_SHARE * H * W:
             cores.append((c, core))
@@ -181,7 +223,7 @@ def read_image(img: np.ndarray) -> OracleReading:
         m = m | (ndimage.binary_fill_holes(closed) & ~closed) | ndimage.binary_fill_holes(m)  # interior of a broken outline
         harmonics = radial_harmonics(m)
         ys, xs = np.nonzero(m)
-        objects.append(OracleObject(colour=PALETTE_NAMES[c], shape=classify_shape(harmonics),
+        objects.append(OracleObject(colour=names[c], shape=classify_shape(harmonics),
                                     pixels=int(m.sum()), harmonics=tuple(round(a, 4) for a in harmonics),
                                     cx=float(xs.mean() / W)))
         masks.append(m)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,24 +195,6 @@ def line_chart(series: dict[str, Sequence[tuple[float, float]]], title: str = ""
 # ----------------------------------------------------------------------------
 # Training logs
 # ----------------------------------------------------------------------------
-
-def read_metrics_log(path: str | Path) -> tuple[list[dict], int]:
-    """Rows of a run's metrics.jsonl (scalar rows and event rows) and the count of malformed lines skipped."""
-    rows, bad = [], 0
-    for line in Path(path).read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
-        if isinstance(row, dict) and "step" in row:
-            rows.append(row)
-        else:
-            bad += 1
-    return rows, bad
-
 
 def loss_series(logs: dict[str, list[dict]], keys: Sequence[str] = ("loss",)) -> dict[str, list[tuple[float, float]]]:
     """{run name: rows} → {"run/key": [(step, value)]}; runs are laid end to end by step (phase 2 after 1, …)."""

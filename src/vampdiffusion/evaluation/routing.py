@@ -1,10 +1,11 @@
 """Expert metrics on held-out images (SPEC §6): what the style and quality routers decide.
 
-From the routing recorded in `MoEAux` over held-out batches:
-  f_i     share of routing slots (images · k) given to expert i, per MoE block
-  H_S     = −Σ f_i ln f_i over style experts (max ln 8 ≈ 2.08 at uniform routing)
+From the routing recorded in `MoEAux` over held-out batches (statistics from models/moe.py, the ones the
+training logs too):
+  f_i      share of routing slots (images · k) given to expert i, per MoE block
+  H_S      = −Σ f_i ln f_i over style experts (max ln 8 ≈ 2.08 at uniform routing)
   accuracy share of labeled images whose top-1 expert equals their label (chance 1/N_E)
-  collapse alert when any style expert's f_i > eval.collapse_threshold (0.7)
+  collapse alert when one style expert is the top-1 choice of more than eval.collapse_threshold of the images
   heatmap  rows = label, columns = top-1 expert, each row normalised to 1
 
 The style router sees [e_tag ; e_t], so its decision depends on the timestep: `collect_routing`
@@ -19,6 +20,8 @@ from typing import Iterable
 
 import numpy as np
 import torch
+
+from vampdiffusion.models.moe import collapse_alerts, routing_entropy, shares, slot_counts
 
 
 @dataclass
@@ -54,15 +57,7 @@ class RoutingRecord:
 
 def routing_frequencies(experts: np.ndarray, num_experts: int) -> np.ndarray:
     """experts (n, N, k) or (n, N) → f (n, E): share of each block's N·k slots given to expert i."""
-    e = experts.reshape(experts.shape[0], -1)
-    counts = np.stack([np.bincount(row, minlength=num_experts) for row in e]) if e.shape[0] else np.zeros((0, num_experts))
-    return counts / max(e.shape[1], 1)
-
-
-def routing_entropy(f: np.ndarray) -> np.ndarray:
-    """H = −Σ f_i ln f_i (0 ln 0 = 0), along the last axis."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return -np.where(f > 0, f * np.log(f), 0.0).sum(axis=-1)
+    return shares(slot_counts(torch.from_numpy(np.asarray(experts)), num_experts)).numpy()
 
 
 def routing_accuracy(top1: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -83,6 +78,14 @@ def label_expert_matrix(top1: np.ndarray, labels: np.ndarray, num_labels: int, n
     return np.divide(m, rows, out=np.zeros_like(m), where=rows > 0)
 
 
+def _mean(x: np.ndarray) -> float | None:
+    return None if x.size == 0 or np.all(np.isnan(x)) else float(np.nanmean(x))
+
+
+def _accuracies(acc: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(a) else float(a) for a in acc]
+
+
 def routing_metrics(style_experts: np.ndarray, quality_experts: np.ndarray, style: np.ndarray, quality: np.ndarray,
                     num_style_experts: int, num_quality_experts: int, collapse_threshold: float,
                     style_blocks: Iterable[int] = (), quality_blocks: Iterable[int] = ()) -> dict:
@@ -91,41 +94,36 @@ def routing_metrics(style_experts: np.ndarray, quality_experts: np.ndarray, styl
     quality_blocks = list(quality_blocks) or list(range(quality_experts.shape[0]))
     f_s = routing_frequencies(style_experts, num_style_experts)            # (n_S, 8)
     f_q = routing_frequencies(quality_experts, num_quality_experts)        # (n_Q, 4)
-    h_s = routing_entropy(f_s)
+    top1_s = routing_frequencies(style_experts[..., 0], num_style_experts)  # (n_S, 8) share of images, top-1
+    h_s = routing_entropy(torch.from_numpy(f_s)).numpy()
     acc_s = routing_accuracy(style_experts[..., 0], style)                 # top-1 = best-first slot
     acc_q = routing_accuracy(quality_experts, quality)
-    alerts = [{"block": int(b), "expert": int(i), "f": float(f_s[j, i])}
-              for j, b in enumerate(style_blocks) for i in range(num_style_experts) if f_s[j, i] > collapse_threshold]
-    n_labeled = int((style >= 0).sum())
-
-    def mean(x: np.ndarray) -> float | None:
-        return None if x.size == 0 or np.all(np.isnan(x)) else float(np.nanmean(x))
-
     return {
         "images": int(style.shape[0]),
-        "style_labeled_images": n_labeled,
+        "style_labeled_images": int((style >= 0).sum()),
         "style": {
             "blocks": [int(b) for b in style_blocks],
             "frequencies": f_s.round(6).tolist(),
+            "top1_shares": top1_s.round(6).tolist(),
             "entropy": h_s.round(6).tolist(),
-            "entropy_mean": mean(h_s),
+            "entropy_mean": _mean(h_s),
             "entropy_max": math.log(num_style_experts),
-            "accuracy": [None if np.isnan(a) else float(a) for a in acc_s],
-            "accuracy_mean": mean(acc_s),
+            "accuracy": _accuracies(acc_s),
+            "accuracy_mean": _mean(acc_s),
             "chance": 1.0 / num_style_experts,
             "label_expert": label_expert_matrix(style_experts[..., 0], style, num_style_experts, num_style_experts).round(6).tolist(),
         },
         "quality": {
             "blocks": [int(b) for b in quality_blocks],
             "frequencies": f_q.round(6).tolist(),
-            "entropy": routing_entropy(f_q).round(6).tolist(),
-            "accuracy": [None if np.isnan(a) else float(a) for a in acc_q],
-            "accuracy_mean": mean(acc_q),
+            "entropy": routing_entropy(torch.from_numpy(f_q)).numpy().round(6).tolist(),
+            "accuracy": _accuracies(acc_q),
+            "accuracy_mean": _mean(acc_q),
             "chance": 1.0 / num_quality_experts,
             "label_expert": label_expert_matrix(quality_experts, quality, num_quality_experts, num_quality_experts).round(6).tolist(),
         },
         "collapse_threshold": collapse_threshold,
-        "collapse_alerts": alerts,
+        "collapse_alerts": collapse_alerts(torch.from_numpy(top1_s), style_blocks, collapse_threshold),
     }
 
 
@@ -143,15 +141,23 @@ def metrics_from_record(record: RoutingRecord, num_style_experts: int, num_quali
 @torch.no_grad()
 def collect_routing(model: torch.nn.Module, batches: Iterable[dict], num_timesteps: int, seed: int = 0,
                     device: str | torch.device = "cpu") -> RoutingRecord:
-    """Run the model on held-out loader batches ({"latent", "tag_ids", "quality", "style"}) at uniformly
-    drawn timesteps and record every router's decision. Routing depends only on the conditioning,
-    so the latents are passed as they are."""
+    """Run the routers on held-out loader batches ({"tag_ids", "quality", "style", ...}) at uniformly drawn
+    timesteps and record every decision (routing depends on the conditioning only: no latents needed)."""
     g = torch.Generator().manual_seed(seed)
     record = RoutingRecord()
     model.eval()
     for batch in batches:
-        B = batch["latent"].shape[0]
+        B = batch["tag_ids"].shape[0]
         t = torch.randint(0, num_timesteps, (B,), generator=g)
-        _, aux = model(batch["latent"].to(device), t.to(device), batch["tag_ids"].to(device), batch["quality"].to(device))
+        aux = model.route(batch["tag_ids"].to(device), t.to(device), batch["quality"].to(device))
         record.add(aux, batch["style"], batch["quality"])
     return record
+
+
+def heldout_routing(model: torch.nn.Module, ds, cfg, device: str | torch.device = "cpu") -> dict:
+    """The routing metrics of `model` over every row of a held-out LatentDataset (cfg: the model's Config)."""
+    from vampdiffusion.evaluation.heldout import heldout_batches
+    batches = (b for _, b in heldout_batches(ds, np.arange(len(ds)), cfg.eval.batch_size))
+    record = collect_routing(model, batches, cfg.diffusion.num_timesteps, cfg.eval.seed, device)
+    return metrics_from_record(record, cfg.model.num_style_experts, cfg.model.num_quality_experts,
+                               cfg.eval.collapse_threshold)

@@ -6,18 +6,17 @@ Python API (used by evaluation and the demo):
     images = generate(gen, "1girl, solo, gothic, dark", quality=3, seed=1, n=4, size=(1024, 1024))
     images[0].save("a.png", pnginfo=png_info(images[0]))      # or save_images(images, "out/")
 
-`vamp generate --model DIR --tags "…" …` is a thin layer over it. Every user input is checked
+`vamp generate --model DIR --tags "…" …` is a thin layer over `generate_files`. Every user input is checked
 (`check_request`) before the weights are loaded or anything is computed. Image i of a request uses
 noise seeded with seed + i, so the "Seed" written into image i regenerates it alone (n = 1).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import re
-import sys
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,15 +27,15 @@ from PIL.PngImagePlugin import PngInfo
 
 from vampdiffusion.atomic import atomic_write, sha256_file
 from vampdiffusion.config import Config, ConfigError, config_from_dict
-from vampdiffusion.data.latent_space import channel_affine, to_stored_space
+from vampdiffusion.latents.latent_space import channel_affine, to_stored_space
 from vampdiffusion.diffusion.guidance import guided_predictor
 from vampdiffusion.diffusion.samplers import SAMPLER_NAMES, SAMPLERS, sample
 from vampdiffusion.diffusion.schedule import NoiseSchedule
+from vampdiffusion.latents.vae import VAE_FACTOR
+from vampdiffusion.models.dit import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME
 
 log = logging.getLogger("vampdiffusion.generate")
 
-CONFIG_NAME, WEIGHTS_NAME, VOCAB_NAME = "config.json", "model.safetensors", "vocab.json"
-VAE_FACTOR = 8                     # pixels per latent cell (SDXL-space VAEs)
 PARAMETERS_KEY = "parameters"      # PNG text chunk read by anime UIs (A1111 / Forge / ComfyUI readers)
 
 
@@ -158,7 +157,7 @@ def load_generator(model_dir: str | Path, vae_path: str | None = None,
 
     `vae_path` replaces the config's latents.vae_path (e.g. a local copy of the weights).
     """
-    from vampdiffusion.data.vae import load_vae
+    from vampdiffusion.latents.vae import load_vae
     from vampdiffusion.data.vocab import TagVocab
     from vampdiffusion.models.dit import VampDiT
 
@@ -284,6 +283,31 @@ def generate_checked(gen: LoadedModel, req: Request, batch_size: int,
     return images
 
 
+@torch.no_grad()
+def expert_routing(gen: LoadedModel, tags: str, quality: int = 3, style: int | None = None,
+                   steps: int | None = None) -> dict:
+    """Which experts fire for a prompt: every router at each of the sampler's timesteps (the conditional branch;
+    routing depends on the tags, the tier and t only). Per style block the top-2 experts of each step and the
+    most frequent top-1; per quality block the most frequent expert."""
+    from vampdiffusion.diffusion.samplers import trailing_timesteps
+    req = with_defaults(Request(tags, quality, style, steps), gen.cfg)
+    check_request(req, gen.cfg)
+    ids, unknown = tokenize(gen, req.tags)
+    ts = trailing_timesteps(gen.cfg.diffusion.num_timesteps, req.steps)
+    n = len(ts)
+    style_override = None if style is None else torch.full((n,), style, dtype=torch.long, device=gen.device)
+    aux = gen.model.route(torch.tensor([ids] * n, device=gen.device), torch.tensor(ts, device=gen.device),
+                          torch.full((n,), quality, dtype=torch.long, device=gen.device), style_override)
+    s_exp, q_exp = aux.style_experts.cpu(), aux.quality_experts.cpu()               # (n_S, n, k), (n_Q, n)
+    return {"prompt": tags, "quality": quality, "style": style, "unknown_tags": unknown, "timesteps": ts,
+            "style_blocks": list(aux.style_blocks), "quality_blocks": list(aux.quality_blocks),
+            "style_top2": s_exp.tolist(),
+            "style_top2_per_block": [sorted({int(e) for e in s_exp[i].flatten()}) for i in range(len(s_exp))],
+            "style_top1_per_block": [int(torch.mode(s_exp[i, :, 0]).values) for i in range(len(s_exp))],
+            "style_probs_mean": aux.style_probs.mean(dim=(0, 1)).tolist(),
+            "quality_expert_per_block": [int(torch.mode(q_exp[i]).values) for i in range(len(q_exp))]}
+
+
 def png_info(image: Image.Image) -> PngInfo:
     info = PngInfo()
     info.add_text(PARAMETERS_KEY, image.info[PARAMETERS_KEY])
@@ -310,32 +334,11 @@ def next_index(out: Path) -> int:
 
 
 # ----------------------------------------------------------------------------
-# `vamp generate`
+# Requests to files
 # ----------------------------------------------------------------------------
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="model folder: config.json, model.safetensors, vocab.json")
-    parser.add_argument("--tags", help='comma-separated Danbooru tags, e.g. "1girl, solo, gothic, dark"')
-    parser.add_argument("--prompts", help="text file, one prompt (comma-separated tags) per line; # comments")
-    parser.add_argument("--quality", type=int, default=3, help="quality tier 0..3 (3 = Ultra; default 3)")
-    parser.add_argument("--style", type=int, default=None, help="force style expert K (0..7); default: routed")
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's sample.steps)")
-    parser.add_argument("--sampler", default=None, help=f"{' | '.join(SAMPLERS)} (default: the model's sample.sampler)")
-    parser.add_argument("--cfg", type=float, default=None, help="guidance scale w (default: sample.cfg_scale)")
-    parser.add_argument("--cfg-rescale", type=float, default=None, help="guidance rescale φ in 0..1 (default: sample.cfg_rescale)")
-    parser.add_argument("--negative-quality", type=int, default=None,
-                        help="quality tier of the unguided branch, like a 'worst quality' negative prompt "
-                             "(0); -1 = the prompt's tier (default: sample.negative_quality)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of image 0; image i uses seed + i (default 0)")
-    parser.add_argument("--n", type=int, default=1, help="images per prompt (default 1)")
-    parser.add_argument("--size", default=None, help="WIDTHxHEIGHT in pixels (default: the model's latents.resolution square)")
-    parser.add_argument("--batch-size", type=int, default=4, help="images per sampler batch (default 4)")
-    parser.add_argument("--out", default="out", help="output folder (default out/)")
-    parser.add_argument("--vae-path", default=None, help="VAE weights (folder / file / hub id) instead of the config's latents.vae_path")
-    parser.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
-
-
 def read_prompts(path: str | Path) -> list[str]:
+    """A prompt file: one prompt (comma-separated tags) per line; blank lines and # comments skipped."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"prompt file {p} not found")
@@ -346,39 +349,27 @@ def read_prompts(path: str | Path) -> list[str]:
     return prompts
 
 
-def main(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        if (args.tags is None) == (args.prompts is None):
-            raise ValueError("give exactly one of --tags \"1girl, solo, …\" or --prompts FILE")
-        prompts = [args.tags] if args.tags is not None else read_prompts(args.prompts)
-        cfg = read_model_config(args.model)
-        size = parse_size(args.size) if args.size is not None else None
-        requests = [with_defaults(Request(p, args.quality, args.style, args.steps, args.sampler, args.cfg,
-                                          args.cfg_rescale, args.seed, args.n, size, args.negative_quality), cfg)
-                    for p in prompts]
-        for req in requests:
-            check_request(req, cfg)
-        if args.batch_size < 1:
-            raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"vamp generate: {e}", file=sys.stderr)
-        return 2
-    try:
-        gen = load_generator(args.model, args.vae_path, args.device)
-    except (ValueError, FileNotFoundError, OSError) as e:
-        print(f"vamp generate: cannot load {args.model}: {e}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    with tqdm(total=sum(r.n for r in requests), unit="img", disable=False) as bar:
-        for req in requests:
-            images = generate_checked(gen, req, args.batch_size, progress=bar.update)
-            for path in save_images(images, out):
-                log.info("wrote %s", path)
-    return 0
+def generate_files(model_dir: str | Path, requests: list[Request], out_dir: str | Path, batch_size: int = 4,
+                   vae_path: str | None = None, device: str | None = None, progress=None) -> list[Path]:
+    """Check every request against the model's config, then load the model once and write each batch's PNGs
+    to out_dir as soon as they are decoded (an interrupted run keeps every finished image)."""
+    cfg = read_model_config(model_dir)
+    requests = [with_defaults(r, cfg) for r in requests]
+    for req in requests:
+        check_request(req, cfg)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    gen = load_generator(model_dir, vae_path, device)
+    paths: list[Path] = []
+    for req in requests:
+        for start in range(0, req.n, batch_size):
+            part = dataclasses.replace(req, seed=req.seed + start, n=min(batch_size, req.n - start))
+            paths += save_images(generate_checked(gen, part, batch_size), out_dir)
+            if progress is not None:
+                progress(part.n)
+    return paths
 
 
-__all__ = ["LoadedModel", "Request", "check_request", "decode", "generate", "initial_noise", "load_generator",
-           "parameters_text", "parse_parameters", "parse_size", "png_info", "read_model_config",
-           "sample_latents", "save_images", "tokenize"]
+__all__ = ["LoadedModel", "Request", "check_request", "decode", "expert_routing", "generate", "generate_files", "initial_noise",
+           "load_generator", "parameters_text", "parse_parameters", "parse_size", "png_info", "read_model_config",
+           "read_prompts", "sample_latents", "save_images", "tokenize"]

@@ -20,11 +20,14 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 from vampdiffusion.config import Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
+from vampdiffusion.data.vocab import VOCAB_NAME  # noqa: F401  (part of a model folder)
 from vampdiffusion.models.moe import ExpertFFNs, MoEAux, QualityMoE, StyleMoE, balance_loss
 from vampdiffusion.models.tag_encoder import TagEncoder
 
+# a model folder: config.json (the full Config), the EMA weights, the live weights of a training run, the vocabulary
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+LIVE_WEIGHTS_NAME = "model_live.safetensors"
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -136,7 +139,6 @@ class FinalLayer(nn.Module):
 class VampDiT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        _check_config(cfg)
         self.cfg = cfg
         d, p, C = cfg.hidden_size, cfg.patch_size, cfg.in_channels
         self.tag_encoder = TagEncoder(cfg)
@@ -230,6 +232,15 @@ class VampDiT(nn.Module):
         out = self.final_layer(h, c)                                   # (B, N, p·p·C)
         v = out.view(B, gh, gw, p, p, C).permute(0, 5, 1, 3, 2, 4).reshape(B, C, gh * p, gw * p)
         return v, aux
+
+    def route(self, tag_ids: torch.Tensor, t: torch.Tensor, quality: torch.Tensor,
+              style_override: torch.Tensor | None = None) -> MoEAux:
+        """The routers alone: the style and quality experts every MoE block picks for these images at these
+        timesteps (routing depends on the conditioning only, so no latents are needed)."""
+        _, _, e_tag = self.encode_tags(tag_ids)
+        e_t = self.t_embedder(t)                                       # (B, d)
+        e_q = self.q_embedder(quality)                                 # (B, d)
+        return self._route(torch.cat([e_tag, e_t], dim=1), e_q, style_override)[1]
 
     def _route(self, e_tag_t: torch.Tensor, e_q: torch.Tensor, style_override: torch.Tensor | None):
         """Every router runs once, before the blocks (routing depends only on per-image conditioning)."""
@@ -332,12 +343,3 @@ class VampDiT(nn.Module):
         return model
 
 
-def _check_config(cfg: ModelConfig) -> None:
-    if cfg.hidden_size % cfg.num_heads:
-        raise ConfigError(f"model.hidden_size={cfg.hidden_size} must be divisible by model.num_heads={cfg.num_heads}")
-    if cfg.enc_dim % cfg.enc_heads:
-        raise ConfigError(f"model.enc_dim={cfg.enc_dim} must be divisible by model.enc_heads={cfg.enc_heads}")
-    if not 1 <= cfg.style_top_k <= cfg.num_style_experts:
-        raise ConfigError(f"model.style_top_k={cfg.style_top_k} must be in 1..num_style_experts={cfg.num_style_experts}")
-    if cfg.moe_dispatch not in ("grouped", "loop"):
-        raise ConfigError(f"model.moe_dispatch must be \"grouped\" or \"loop\", got {cfg.moe_dispatch!r}")

@@ -276,6 +276,39 @@ def specialisation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
 
 
 # ----------------------------------------------------------------------------
+# Routing statistics: what the training logs and the evaluation report, computed one way
+# ----------------------------------------------------------------------------
+
+def slot_counts(experts: torch.Tensor, num_experts: int) -> torch.Tensor:
+    """experts (n, B, k) or (n, B) -> (n, E) float64: the routing slots each expert got, per MoE block."""
+    return F.one_hot(experts.flatten(1).long(), num_experts).sum(dim=1).double()
+
+
+def shares(counts: torch.Tensor) -> torch.Tensor:
+    """(n, E) counts -> (n, E) shares of each row (a row of zeros stays zero)."""
+    return counts / counts.sum(dim=-1, keepdim=True).clamp_min(1)
+
+
+def routing_entropy(f: torch.Tensor) -> torch.Tensor:
+    # H = −Σ f_i ln f_i along the last dim (0 ln 0 = 0); ln N_E at uniform routing
+    f = f.double()
+    return -torch.where(f > 0, f * torch.log(f.clamp_min(1e-300)), torch.zeros_like(f)).sum(dim=-1)
+
+
+def collapse_alerts(top1_share: torch.Tensor, blocks: tuple[int, ...] | list[int], threshold: float) -> list[dict]:
+    """Style blocks where one expert is the top-1 choice of more than `threshold` of the images.
+
+    On the top-1 share, not on f_i: with top-2 routing f_i is a share of 2·B slots, so it is at most 0.5
+    even when every image picks the same first expert."""
+    alerts = []
+    for row, block in enumerate(blocks):
+        share, expert = top1_share[row].max(dim=0)
+        if float(share) > threshold:
+            alerts.append({"block": int(block), "expert": int(expert), "share": float(share)})
+    return alerts
+
+
+# ----------------------------------------------------------------------------
 # What the forward returns beside the prediction
 # ----------------------------------------------------------------------------
 

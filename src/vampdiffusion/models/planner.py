@@ -9,16 +9,14 @@ blocks' forward once more. The trainer's MFU uses `training_flops_per_image` (no
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 from dataclasses import dataclass
 
 import torch
 
 from vampdiffusion.config import Config, ModelConfig
+from vampdiffusion.latents.vae import VAE_FACTOR
 
-VAE_DOWNSAMPLE = 8          # SPEC §2: the VAE compresses 8× per side
 GIB = 1024 ** 3
 
 
@@ -229,11 +227,24 @@ def training_hours(steps: int, effective_batch: int, flops_per_image: float, gpu
     return steps * effective_batch * flops_per_image / (gpus * gpu.peak_tflops * 1e12 * mfu) / 3600.0
 
 
-def plan(cfg: Config, gpu_key: str, gpus: int, micro_batch: int, checkpointing: bool,
-         resolution: int, mfu: float, effective_batch: int) -> dict:
+def plan(cfg: Config, gpu_key: str = "rtx4090", gpus: int = 2, micro_batch: int | None = None,
+         checkpointing: bool | None = None, resolution: int | None = None, mfu: float = 0.4,
+         effective_batch: int = 256) -> dict:
+    """Parameters, FLOPs, memory per GPU and hours per phase; None settings take the config's values."""
     m = cfg.model
+    micro_batch = cfg.train.micro_batch if micro_batch is None else micro_batch
+    checkpointing = m.gradient_checkpointing if checkpointing is None else checkpointing
+    resolution = cfg.latents.resolution if resolution is None else resolution
+    if gpu_key not in GPUS:
+        raise ValueError(f"unknown GPU {gpu_key!r}; known: {', '.join(sorted(GPUS))}")
+    for name, value, ok in (("gpus", gpus, gpus >= 1), ("micro batch", micro_batch, micro_batch >= 1),
+                            ("mfu", mfu, 0 < mfu <= 1), ("effective batch", effective_batch, effective_batch >= 1),
+                            ("resolution", resolution, resolution >= VAE_FACTOR * m.patch_size)):
+        if not ok:
+            raise ValueError(f"{name} {value} is out of range (gpus, batches >= 1; 0 < mfu <= 1; "
+                             f"resolution >= {VAE_FACTOR * m.patch_size})")
     gpu = GPUS[gpu_key]
-    hw = (resolution // VAE_DOWNSAMPLE, resolution // VAE_DOWNSAMPLE)
+    hw = (resolution // VAE_FACTOR, resolution // VAE_FACTOR)
     fwd = forward_flops(m, hw)
     train = training_flops_per_image(m, hw)
     recompute = recompute_flops_per_image(m, hw)
@@ -268,7 +279,7 @@ def plan(cfg: Config, gpu_key: str, gpus: int, micro_batch: int, checkpointing: 
 
 
 # ----------------------------------------------------------------------------
-# Printing and the command
+# Printing
 # ----------------------------------------------------------------------------
 
 def _table(rows: list[tuple], header: tuple) -> str:
@@ -321,38 +332,3 @@ def format_plan(r: dict) -> str:
     out.append(f"-> the document's {lo:,}-{hi:,} h on {r['gpus']} x {gpu['name']} needs an MFU of "
                f"{need_hi:.0%}-{need_lo:.0%}: {verdict}")
     return "\n".join(out)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from vampdiffusion.cli import add_config_arguments
-    add_config_arguments(parser)
-    parser.add_argument("--gpu", choices=sorted(GPUS), default="rtx4090", help="GPU model (default: the document's rtx4090)")
-    parser.add_argument("--gpus", type=int, default=2, help="number of GPUs (default 2)")
-    parser.add_argument("--micro-batch", type=int, default=None, help="images per GPU per forward (default: train.micro_batch)")
-    parser.add_argument("--checkpointing", action="store_true", help="per-block gradient checkpointing "
-                        "(default: model.gradient_checkpointing)")
-    parser.add_argument("--resolution", type=int, default=None, help="image side in pixels (default: latents.resolution)")
-    parser.add_argument("--mfu", type=float, default=0.4, help="assumed model FLOPs utilisation (default 0.4)")
-    parser.add_argument("--effective-batch", type=int, default=256, help="images per optimizer step (document: 256)")
-    parser.add_argument("--json", default=None, help="also write the plan as JSON to this file")
-
-
-def main(args: argparse.Namespace) -> int:
-    from vampdiffusion.cli import config_from_args
-    cfg = config_from_args(args)
-    micro_batch = cfg.train.micro_batch if args.micro_batch is None else args.micro_batch
-    resolution = cfg.latents.resolution if args.resolution is None else args.resolution
-    for name, value, ok in (("--gpus", args.gpus, args.gpus >= 1), ("--micro-batch", micro_batch, micro_batch >= 1),
-                            ("--mfu", args.mfu, 0 < args.mfu <= 1), ("--effective-batch", args.effective_batch, args.effective_batch >= 1),
-                            ("--resolution", resolution, resolution >= VAE_DOWNSAMPLE * cfg.model.patch_size)):
-        if not ok:
-            print(f"vamp plan: {name} {value} is out of range (gpus, batches >= 1; 0 < mfu <= 1; "
-                  f"resolution >= {VAE_DOWNSAMPLE * cfg.model.patch_size})")
-            return 2
-    r = plan(cfg, args.gpu, args.gpus, micro_batch, args.checkpointing or cfg.model.gradient_checkpointing,
-             resolution, args.mfu, args.effective_batch)
-    print(format_plan(r))
-    if args.json:
-        from vampdiffusion.atomic import atomic_write_json
-        atomic_write_json(args.json, r)
-    return 0

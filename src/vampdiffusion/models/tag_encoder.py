@@ -11,8 +11,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vampdiffusion.config import ModelConfig
+from vampdiffusion.data.vocab import PAD
 
-PAD_ID = 0  # [PAD] (docs/architecture.md: [PAD]=0 [UNK]=1 [BOS]=2 [EOS]=3)
 
 
 class EncoderAttention(nn.Module):
@@ -62,7 +62,7 @@ class TagEncoder(nn.Module):
 
     def forward(self, tag_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         B, L = tag_ids.shape
-        mask = tag_ids != PAD_ID  # (B, L) True at real tokens
+        mask = tag_ids != PAD  # (B, L) True at real tokens
         # Position 0 always counts as a key, so a (malformed) all-[PAD] row yields finite numbers
         # instead of NaN without a host-side check; a real sequence starts with [BOS] anyway.
         keep = mask.clone()

@@ -125,6 +125,39 @@ def save_safetensors(path: str | Path, state: dict[str, torch.Tensor], metadata:
 
 
 # ----------------------------------------------------------------------------
+# Weights to start a phase from (--init-from)
+# ----------------------------------------------------------------------------
+
+def init_weights_path(init_from: str | Path) -> Path:
+    """The live weights to start a phase from: a run folder, a model folder, or a checkpoint file."""
+    from vampdiffusion.models.dit import LIVE_WEIGHTS_NAME, WEIGHTS_NAME
+    p = Path(init_from)
+    for candidate in (p / "model" / LIVE_WEIGHTS_NAME, p / LIVE_WEIGHTS_NAME, p / "model" / WEIGHTS_NAME,
+                      p / WEIGHTS_NAME):
+        if candidate.is_file():
+            return candidate
+    if p.is_file():
+        return p
+    if p.is_dir() and list_checkpoints(p):
+        return list_checkpoints(p)[0][1]
+    raise FileNotFoundError(f"--init-from {init_from}: found no weights (looked for model/{LIVE_WEIGHTS_NAME}, "
+                            f"{LIVE_WEIGHTS_NAME}, {WEIGHTS_NAME}, checkpoints/step_*.pt, or a file)")
+
+
+def load_init_weights(model: torch.nn.Module, init_from: str | Path) -> Path:
+    """Load the weights init_weights_path finds into `model` (architecture checked); returns their file."""
+    path = init_weights_path(init_from)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+        state = load_file(str(path))
+    else:
+        state = load_checkpoint(path)["model"]
+    check_architecture(model.state_dict(), state, str(path))
+    model.load_state_dict(state)
+    return path
+
+
+# ----------------------------------------------------------------------------
 # Architecture check
 # ----------------------------------------------------------------------------
 

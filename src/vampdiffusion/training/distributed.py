@@ -133,3 +133,48 @@ def gather_objects(obj) -> list:
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
+
+
+# ----------------------------------------------------------------------------
+# Whole states from sharded ones (checkpoints and exports under FSDP2)
+# ----------------------------------------------------------------------------
+
+def full_states(model: torch.nn.Module, ema, sharded: bool, is_main: bool) -> tuple[dict, dict, dict]:
+    """(live weights, EMA export, EMA state) as full CPU tensors on rank 0; other ranks get empty dicts.
+    Under FSDP2 the gathering is a collective: call it on every rank."""
+    if not sharded:
+        if not is_main:
+            return {}, {}, {}
+        live = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        ema_state = ema.state_dict()
+        return live, {**live, **{n: t.to(live[n].dtype) for n, t in ema_state["shadow"].items()}}, ema_state
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+    live = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    shadow = {n: full_tensor(t) for n, t in ema.shadow.items()}
+    if not is_main:
+        return {}, {}, {}
+    ema_state = {**ema.state_dict(), "shadow": shadow}
+    return live, {**live, **{n: t.to(live[n].dtype) for n, t in shadow.items()}}, ema_state
+
+
+def optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sharded: bool) -> dict:
+    """The optimizer's whole state (gathered from the shards under FSDP2: a collective)."""
+    if not sharded:
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+    return get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def load_optimizer_and_ema(model: torch.nn.Module, optimizer: torch.optim.Optimizer, ema, state: dict,
+                           sharded: bool, device: torch.device) -> None:
+    """Restore a checkpoint's whole optimizer and EMA states (into this rank's shards under FSDP2)."""
+    if not sharded:
+        optimizer.load_state_dict(state["optimizer"])
+        ema.load_state_dict(state["ema"])
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+    from torch.distributed.tensor import distribute_tensor
+    set_optimizer_state_dict(model, optimizer, state["optimizer"], options=StateDictOptions(full_state_dict=True))
+    shadow = {n: distribute_tensor(t.to(device), ema.shadow[n].device_mesh, ema.shadow[n].placements)
+              for n, t in state["ema"]["shadow"].items() if n in ema.shadow}
+    ema.load_state_dict({**state["ema"], "shadow": shadow})

@@ -127,7 +127,41 @@ def grad_norm(params: list[torch.nn.Parameter]) -> float:
     return sq ** 0.5
 
 
-def routing_entropy(f: torch.Tensor) -> float:
-    # H = −Σ f_i ln f_i  (max ln N_E at uniform routing)
-    f = f.double().clamp_min(0)
-    return float(-(f * torch.log(f.clamp_min(1e-12))).sum())
+def routing_scalars(aux, collapse_threshold: float) -> tuple[dict[str, float], list[str]]:
+    """Per MoE block of the last forward (global batch): routing shares f_i, their entropy, and a collapse
+    warning for every style block whose top-1 choice is one expert for more than collapse_threshold of the images."""
+    from vampdiffusion.models.moe import collapse_alerts, routing_entropy, shares, slot_counts
+    from vampdiffusion.training.distributed import all_reduce_sum
+    ns, nq = aux.style_probs.shape[-1], aux.quality_probs.shape[-1]
+    parts = [slot_counts(aux.style_experts, ns), slot_counts(aux.style_experts[..., 0], ns),
+             slot_counts(aux.quality_experts, nq)]                                 # (n_S, N_S) ×2, (n_Q, N_Q)
+    flat = all_reduce_sum(torch.cat([p.flatten() for p in parts])).cpu()
+    style, top1, quality = (t.view_as(p) for t, p in zip(flat.split([p.numel() for p in parts]), parts))
+    out: dict[str, float] = {}
+    for kind, blocks, f in (("style", aux.style_blocks, shares(style)), ("quality", aux.quality_blocks, shares(quality))):
+        for row, block in enumerate(blocks):
+            out[f"routing/{kind}_block{block}_entropy"] = float(routing_entropy(f[row]))
+            for i, fi in enumerate(f[row].tolist()):
+                out[f"routing/{kind}_block{block}_f{i}"] = fi
+    warnings = [f"expert collapse: style block {a['block']} picks expert {a['expert']} first for {a['share']:.0%} "
+                f"of the images (alert above {collapse_threshold:.0%})"
+                for a in collapse_alerts(shares(top1), aux.style_blocks, collapse_threshold)]
+    return out, warnings
+
+
+def read_metrics_log(path: str | Path) -> tuple[list[dict], int]:
+    """Rows of a run's metrics.jsonl (scalar rows and event rows) and the count of malformed lines skipped."""
+    rows, bad = [], 0
+    for line in Path(path).read_text().splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            bad += 1
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad

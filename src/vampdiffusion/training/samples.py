@@ -16,7 +16,7 @@ import torch
 
 from vampdiffusion.atomic import atomic_write_bytes
 from vampdiffusion.config import Config
-from vampdiffusion.data.latent_space import to_stored_space
+from vampdiffusion.latents.latent_space import to_stored_space
 from vampdiffusion.diffusion.guidance import guided_predictor
 from vampdiffusion.diffusion.samplers import sample
 from vampdiffusion.diffusion.schedule import NoiseSchedule
@@ -27,10 +27,8 @@ GRID_TIERS = (0, 1, 2, 3)  # columns: quality tier
 
 
 def grid_prompts(cfg: Config) -> list[str]:
-    """The grid's row prompts from `train.sample_prompts` (';'-separated), padded/cut to 4 rows."""
-    prompts = [p.strip() for p in cfg.train.sample_prompts.split(";") if p.strip()]
-    if not prompts:
-        raise ValueError("train.sample_prompts is empty; give 1-4 prompts separated by ';'")
+    """The grid's row prompts (`train.sample_prompts`, 1-4 of them), repeated to fill 4 rows."""
+    prompts = [p.strip() for p in cfg.train.sample_prompts]
     return (prompts * 4)[:4]
 
 

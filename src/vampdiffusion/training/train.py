@@ -1,8 +1,7 @@
-"""`vamp train`: the three training phases of SPEC §5, on one process or many (torchrun).
+"""The training loop of SPEC §5: phase 1, 2 or 3 on one process or many (torchrun).
 
-    vamp train --config configs/v1.yaml --phase 1 --data LATENTS --out runs/p1
-    vamp train --config configs/v1.yaml --phase 2 --data LATENTS --out runs/p2 --init-from runs/p1
-    torchrun --nproc_per_node 8 -m vampdiffusion.cli train ... --resume
+    train(cfg, phase=1, data_dir=LATENTS, run_dir=RUN)                      # the Python API
+    vamp train --config v1 --phase 2 --data LATENTS --out runs/p2 --init-from runs/p1 --resume
 
 One optimizer step = `grad_accum` micro-batches of `micro_batch` images on each of the world's
 processes. Randomness of the loss (timesteps, noise, tag dropout) is drawn from a generator seeded
@@ -12,11 +11,9 @@ uninterrupted run drew, and a run's noise does not depend on how the global batc
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -26,79 +23,30 @@ import numpy as np
 import torch
 
 from vampdiffusion import __version__
-from vampdiffusion.atomic import atomic_write_json
-from vampdiffusion.cli import add_config_arguments, config_from_args
+from vampdiffusion.atomic import atomic_write_bytes, atomic_write_json
 from vampdiffusion.config import Config, ConfigError, PhaseConfig, config_from_dict, config_to_dict, save_config_yaml
-from vampdiffusion.data.latent_space import channel_affine, channel_stats, standardise
+from vampdiffusion.latents.latent_space import channel_affine, channel_stats, standardise
 from vampdiffusion.data.vocab import TagVocab, parse_prompt
 from vampdiffusion.diffusion.loss import training_loss
 from vampdiffusion.diffusion.schedule import NoiseSchedule
-from vampdiffusion.models.dit import CONFIG_NAME, WEIGHTS_NAME, VampDiT
+from vampdiffusion.models.dit import CONFIG_NAME, LIVE_WEIGHTS_NAME, VOCAB_NAME, WEIGHTS_NAME, VampDiT
 from vampdiffusion.models.moe import is_expert_or_router
 from vampdiffusion.training import checkpoint as ckpt
 from vampdiffusion.training import distributed as D
 from vampdiffusion.training.ema import EMA
-from vampdiffusion.training.metrics import MetricsLogger, device_peak_flops, grad_norm, mfu, routing_entropy
+from vampdiffusion.training.metrics import MetricsLogger, device_peak_flops, grad_norm, mfu, routing_scalars
 from vampdiffusion.training.optim import lr_at, make_optimizer, set_lr
 from vampdiffusion.training.samples import SampleGrid
 from vampdiffusion.training.signals import StopRequest
 
 log = logging.getLogger("vampdiffusion.train")
 
-LIVE_WEIGHTS_NAME = "model_live.safetensors"  # the live (non-EMA) weights beside the EMA export
 TRAINABLE = ("all", "experts")
-
-
-# ----------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_config_arguments(parser)
-    parser.add_argument("--phase", type=int, choices=(1, 2, 3), required=True,
-                        help="1 = everything, 2 = expert FFNs + routers only, 3 = everything on the curated subset")
-    parser.add_argument("--data", required=True, help="latent dataset folder written by `vamp data encode`")
-    parser.add_argument("--out", required=True, help="run folder: checkpoints, logs, samples, model/")
-    parser.add_argument("--init-from", dest="init_from", default=None,
-                        help="start from these weights with a fresh optimizer and schedule: a run folder, "
-                             "a model folder, or a checkpoint .pt")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue from the latest valid checkpoint in --out (fresh start when there is none)")
-
-
-def main(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    try:
-        return train(cfg, args.phase, Path(args.data), Path(args.out), args.init_from, args.resume)
-    except (ValueError, FileNotFoundError, ConfigError) as e:
-        print(f"vamp train: error: {e}", file=sys.stderr)
-        return 2
 
 
 # ----------------------------------------------------------------------------
 # Setup
 # ----------------------------------------------------------------------------
-
-def phase_config(cfg: Config, phase: int) -> PhaseConfig:
-    p = getattr(cfg.train, f"phase{phase}")
-    if p.trainable not in TRAINABLE:
-        raise ConfigError(f"train.phase{phase}.trainable must be one of {TRAINABLE}, got {p.trainable!r}")
-    if p.steps < 1 or p.lr <= 0 or p.warmup_steps < 0:
-        raise ConfigError(f"train.phase{phase}: steps must be >= 1, lr > 0, warmup_steps >= 0 "
-                          f"(got steps={p.steps}, lr={p.lr}, warmup_steps={p.warmup_steps})")
-    return p
-
-
-DISTRIBUTED = ("ddp", "fsdp")
-COMPILE_SCOPES = ("blocks", "model")
-
-
-def check_distributed(cfg: Config) -> None:
-    if cfg.train.distributed not in DISTRIBUTED:
-        raise ConfigError(f"train.distributed must be one of {DISTRIBUTED}, got {cfg.train.distributed!r}")
-    if cfg.train.compile_scope not in COMPILE_SCOPES:
-        raise ConfigError(f"train.compile_scope must be one of {COMPILE_SCOPES}, got {cfg.train.compile_scope!r}")
-
 
 def setup_logging(run_dir: Path, is_main: bool) -> None:
     log.setLevel(logging.INFO if is_main else logging.WARNING)
@@ -118,7 +66,7 @@ def setup_logging(run_dir: Path, is_main: bool) -> None:
 
 def read_data_description(cfg: Config, data_dir: Path) -> dict:
     """Fit the config to the dataset: model.vocab_size from vocab.json, the VAE from dataset.json."""
-    vocab_path = data_dir / "vocab.json"
+    vocab_path = data_dir / VOCAB_NAME
     if not vocab_path.is_file():
         raise FileNotFoundError(f"{vocab_path} not found: --data must be a latent folder written by "
                                 f"`vamp data encode` (index.parquet, shards/, vocab.json, dataset.json)")
@@ -137,7 +85,7 @@ def read_data_description(cfg: Config, data_dir: Path) -> dict:
     if lc.normalize == "channel" and not lc.channel_mean and not lc.channel_std:
         if desc.get("channel_mean") and desc.get("channel_std"):
             mean, std, source = desc["channel_mean"], desc["channel_std"], str(desc_path)
-        else:  # a folder encoded before dataset.json held them
+        else:  # dataset.json without the statistics: measure them
             (mean, std), source = channel_stats(data_dir), f"the training latents of {data_dir}"
         lc.channel_mean, lc.channel_std = [float(m) for m in mean], [float(v) for v in std]
         log.info("latents.normalize=channel: mean %s, std %s (from %s)", lc.channel_mean, lc.channel_std, source)
@@ -149,7 +97,7 @@ def adopt_init_latent_space(cfg: Config, init_from: str) -> None:
     """A phase started from another run's weights works in that run's latent space: its channel statistics,
     never freshly measured ones; a different latents.normalize is an error."""
     p = Path(init_from)
-    found = [c for c in (p / "model" / CONFIG_NAME, p / CONFIG_NAME, init_weights_path(init_from).parent / CONFIG_NAME)
+    found = [c for c in (p / "model" / CONFIG_NAME, p / CONFIG_NAME, ckpt.init_weights_path(init_from).parent / CONFIG_NAME)
              if c.is_file()]
     if not found:
         return
@@ -168,40 +116,13 @@ def set_trainable(model: torch.nn.Module, phase: PhaseConfig) -> None:
         p.requires_grad_(phase.trainable == "all" or is_expert_or_router(name))
 
 
-def init_weights_path(init_from: str) -> Path:
-    """The live weights to start a phase from: a run folder, a model folder, or a checkpoint file."""
-    p = Path(init_from)
-    for candidate in (p / "model" / LIVE_WEIGHTS_NAME, p / LIVE_WEIGHTS_NAME, p / "model" / WEIGHTS_NAME,
-                      p / WEIGHTS_NAME):
-        if candidate.is_file():
-            return candidate
-    if p.is_file():
-        return p
-    if p.is_dir() and ckpt.list_checkpoints(p):
-        return ckpt.list_checkpoints(p)[0][1]
-    raise FileNotFoundError(f"--init-from {init_from}: found no weights (looked for model/{LIVE_WEIGHTS_NAME}, "
-                            f"{LIVE_WEIGHTS_NAME}, {WEIGHTS_NAME}, checkpoints/step_*.pt, or a file)")
-
-
-def load_init_weights(model: torch.nn.Module, init_from: str) -> Path:
-    path = init_weights_path(init_from)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
-    else:
-        state = ckpt.load_checkpoint(path)["model"]
-    ckpt.check_architecture(model.state_dict(), state, str(path))
-    model.load_state_dict(state)
-    return path
-
-
 # ----------------------------------------------------------------------------
 # Data
 # ----------------------------------------------------------------------------
 
 def make_data(cfg: Config, data_dir: Path, phase: PhaseConfig, info: D.DistInfo):
     """This rank's endless micro-batch stream of the phase's rows (tier-3 oversampling, curated top-K)."""
-    from vampdiffusion.data.loader import make_loader
+    from vampdiffusion.latents.loader import make_loader
 
     loader = make_loader(data_dir, cfg, phase, rank=info.rank, world_size=info.world_size)
     rows = int((loader.sampler.weights > 0).sum())
@@ -242,28 +163,6 @@ def parameter_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Paramete
     return groups
 
 
-def routing_metrics(aux, collapse_threshold: float) -> tuple[dict[str, float], list[str]]:
-    """Per-block routing frequencies f_i (global batch) and entropy; collapse warnings for style blocks."""
-    out: dict[str, float] = {}
-    warnings: list[str] = []
-    ns, nq = aux.style_probs.shape[-1], aux.quality_probs.shape[-1]
-    counts_s = torch.nn.functional.one_hot(aux.style_experts, ns).sum(dim=(1, 2)).double()   # (n_S, N_S)
-    counts_q = torch.nn.functional.one_hot(aux.quality_experts, nq).sum(dim=1).double()       # (n_Q, N_Q)
-    counts = D.all_reduce_sum(torch.cat([counts_s.flatten(), counts_q.flatten()])).cpu()
-    counts_s = counts[: counts_s.numel()].view_as(counts_s)
-    counts_q = counts[counts_s.numel():].view_as(counts_q)
-    for kind, blocks, c in (("style", aux.style_blocks, counts_s), ("quality", aux.quality_blocks, counts_q)):
-        for row, block in enumerate(blocks):
-            f = c[row] / c[row].sum().clamp_min(1)                                            # f_i
-            out[f"routing/{kind}_block{block}_entropy"] = routing_entropy(f)
-            for i, fi in enumerate(f.tolist()):
-                out[f"routing/{kind}_block{block}_f{i}"] = fi
-            if kind == "style" and float(f.max()) > collapse_threshold:
-                warnings.append(f"expert collapse: style block {block} sends {float(f.max()):.0%} of its "
-                                f"routing slots to expert {int(f.argmax())} (alert at f_i > {collapse_threshold})")
-    return out, warnings
-
-
 def flops_per_image(cfg: Config, phase: PhaseConfig, latent_hw: tuple[int, int]) -> float:
     """Model FLOPs of one training image (active experts only, no recompute) from the planner: the MFU numerator."""
     from vampdiffusion.models.planner import frozen_backbone_training_flops_per_image, training_flops_per_image
@@ -275,7 +174,7 @@ def flops_per_image(cfg: Config, phase: PhaseConfig, latent_hw: tuple[int, int])
 class Trainer:
     def __init__(self, cfg: Config, phase_id: int, data_dir: Path, run_dir: Path, info: D.DistInfo):
         self.cfg, self.phase_id, self.data_dir, self.run_dir, self.info = cfg, phase_id, data_dir, run_dir, info
-        self.phase = phase_config(cfg, phase_id)
+        self.phase = cfg.train.phase(phase_id)
         self.device = info.device
         self.progress = Progress()
 
@@ -290,7 +189,7 @@ class Trainer:
             ckpt.check_architecture(self.model.state_dict(), resume_state["model"], "the checkpoint")
             self.model.load_state_dict(resume_state["model"])
         elif init_from is not None:
-            path = load_init_weights(self.model, init_from)
+            path = ckpt.load_init_weights(self.model, init_from)
             log.info("phase %d starts from %s (fresh optimizer and schedule)", self.phase_id, path)
         set_trainable(self.model, self.phase)
         self.model.to(self.device)
@@ -308,7 +207,7 @@ class Trainer:
             if resume_state.get("sharded", False) != self.sharded:
                 raise ValueError("the checkpoint was written with train.distributed="
                                  f"{'fsdp' if resume_state.get('sharded') else 'ddp'}; resume with the same setting")
-            self.load_optimizer_and_ema(resume_state)
+            D.load_optimizer_and_ema(self.model, self.optimizer, self.ema, resume_state, self.sharded, self.device)
             self.loader.load_state_dict(resume_state["data"])
             self.progress = Progress(**resume_state["progress"])
             rng = resume_state["rng"]
@@ -332,50 +231,14 @@ class Trainer:
         log.info("model: %.2fM parameters, %.2fM trainable in phase %d (%s)", n_all / 1e6, n_train / 1e6,
                  self.phase_id, self.phase.trainable)
 
-    def load_optimizer_and_ema(self, state: dict) -> None:
-        if not self.sharded:
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.ema.load_state_dict(state["ema"])
-            return
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-        from torch.distributed.tensor import distribute_tensor
-        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"],
-                                 options=StateDictOptions(full_state_dict=True))
-        ema = dict(state["ema"])
-        ema["shadow"] = {n: distribute_tensor(t.to(self.device), self.ema.shadow[n].device_mesh,
-                                              self.ema.shadow[n].placements)
-                         for n, t in state["ema"]["shadow"].items() if n in self.ema.shadow}
-        self.ema.load_state_dict(ema)
-
     def full_states(self) -> tuple[dict, dict, dict]:
-        """(live weights, EMA export, EMA state) as full CPU tensors on rank 0 (collectives under FSDP: call on all
-        ranks; other ranks get empty dicts)."""
-        if not self.sharded:
-            if not self.info.is_main:
-                return {}, {}, {}
-            live = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-            ema_state = self.ema.state_dict()
-            return live, {**live, **{n: t.to(live[n].dtype) for n, t in ema_state["shadow"].items()}}, ema_state
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-        live = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-        shadow = {n: D.full_tensor(t) for n, t in self.ema.shadow.items()}
-        if not self.info.is_main:
-            return {}, {}, {}
-        ema_state = {**self.ema.state_dict(), "shadow": shadow}
-        return live, {**live, **{n: t.to(live[n].dtype) for n, t in shadow.items()}}, ema_state
-
-    def optimizer_state(self) -> dict:
-        if not self.sharded:
-            return self.optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-        return get_optimizer_state_dict(self.model, self.optimizer,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        return D.full_states(self.model, self.ema, self.sharded, self.info.is_main)
 
     def save_checkpoint(self) -> None:
         """Full checkpoint + model/ export, written by rank 0 (every rank takes part in gathering)."""
         rng = D.gather_objects(ckpt.rng_state())
         live, ema_export, ema_state = self.full_states()
-        optimizer = self.optimizer_state()
+        optimizer = D.optimizer_state(self.model, self.optimizer, self.sharded)
         if self.info.is_main:
             state = {
                 "version": __version__, "phase": self.phase_id, "world_size": self.info.world_size,
@@ -399,15 +262,18 @@ class Trainer:
         meta = {"format": "pt", "step": str(self.progress.step), "phase": str(self.phase_id)}
         ckpt.save_safetensors(folder / LIVE_WEIGHTS_NAME, live, meta)
         ckpt.save_safetensors(folder / WEIGHTS_NAME, ema_export, meta)
-        shutil.copyfile(self.data_dir / "vocab.json", folder / ".vocab.json.tmp")
-        (folder / ".vocab.json.tmp").replace(folder / "vocab.json")
+        atomic_write_bytes(folder / VOCAB_NAME, (self.data_dir / VOCAB_NAME).read_bytes())
         atomic_write_json(folder / CONFIG_NAME, config_to_dict(self.cfg))
         return folder
 
     # -- one optimizer step ---------------------------------------------------
 
     def train_step(self, want_stats: bool):
-        """Accumulate grad_accum micro-batches, clip, check finiteness, step. Returns (finite, sums, aux, norms)."""
+        """Accumulate grad_accum micro-batches, clip, check finiteness, step.
+
+        Returns (finite, stop, sums, aux, norms): whether the update was applied, whether any rank asked to stop,
+        the micro-step sums of the loss terms, the routing of the last forward (logging steps only) and the
+        gradient norms by parameter group (logging steps only)."""
         cfg, info = self.cfg, self.info
         accum = cfg.train.grad_accum
         sums: dict[str, torch.Tensor] = {}
@@ -533,7 +399,7 @@ class Trainer:
         scalars["images_seen"] = self.progress.images_seen
         scalars["nonfinite_total"] = self.progress.nonfinite_total
         if aux is not None:
-            routing, warnings = routing_metrics(aux, self.cfg.eval.collapse_threshold)
+            routing, warnings = routing_scalars(aux, self.cfg.eval.collapse_threshold)
             scalars.update(routing)
             for w in warnings:
                 log.warning("step %d: %s", self.progress.step, w)
@@ -554,7 +420,7 @@ class Trainer:
 
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
         """(len(prompts), max_tags) tag ids of the grid prompts; unknown tags are named in the log."""
-        vocab = TagVocab.load(self.data_dir / "vocab.json")
+        vocab = TagVocab.load(self.data_dir / VOCAB_NAME)
         L = self.cfg.model.max_tags
         for p in prompts:
             unknown = vocab.unknown(parse_prompt(p))
@@ -563,7 +429,7 @@ class Trainer:
         return torch.tensor([vocab.pad(vocab.encode_prompt(p, L), L) for p in prompts], dtype=torch.long)
 
     def load_vae(self):
-        from vampdiffusion.data.vae import load_vae
+        from vampdiffusion.latents.vae import load_vae
         return load_vae(self.cfg.latents, device=self.device)
 
     def sample_grid(self, grid: SampleGrid, logger, latent_hw) -> None:
@@ -599,8 +465,7 @@ def train(cfg: Config, phase_id: int, data_dir: Path, run_dir: Path, init_from: 
     info = D.init_distributed()
     try:
         setup_logging(run_dir, info.is_main)
-        phase_config(cfg, phase_id)
-        check_distributed(cfg)
+        cfg.train.phase(phase_id)
         if not data_dir.is_dir():
             raise FileNotFoundError(f"--data {data_dir} is not a folder (a latent dataset from `vamp data encode`)")
         resume_state = None

@@ -1,7 +1,9 @@
-"""`vamp`: a thin command layer. Each command lives in the module named for it.
+"""`vamp`: the command layer on top of the library, imported by nothing in it.
 
-A command module exposes `add_arguments(parser)` and `main(args) -> int`; the module is
-imported only when its command runs, so `vamp --help` stays fast.
+Each command module exposes `add_arguments(parser)` and `main(args) -> int`; `main` parses, calls one library
+function, prints. A module is imported only when its command runs, so `vamp --help` stays fast.
+Exit codes: 0 done, 1 the work failed (an error the message names), 2 bad input or configuration,
+3 `vamp demo` finished but a claim did not pass.
 """
 
 from __future__ import annotations
@@ -15,30 +17,36 @@ from vampdiffusion.config import Config, ConfigError, load_config
 
 # command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("vampdiffusion.demo", "run the whole pipeline on the synthetic Danbooru set and write a report"),
-    "plan": ("vampdiffusion.models.planner", "parameters, FLOPs, memory and hours for a config"),
-    "schedule": ("vampdiffusion.diffusion.report", "print the noise schedule and timestep-sampler histograms"),
-    "train": ("vampdiffusion.training.train", "train phase 1, 2 or 3 on encoded latents"),
-    "eval": ("vampdiffusion.evaluation.evaluate", "FID per tier, CLIP score, routing and oracle metrics"),
-    "generate": ("vampdiffusion.generation.generate", "generate images from Danbooru tags"),
+    "demo": ("vampdiffusion.cli.demo", "run the whole pipeline on the synthetic Danbooru set and write a report"),
+    "plan": ("vampdiffusion.cli.plan", "parameters, FLOPs, memory and hours for a config"),
+    "schedule": ("vampdiffusion.cli.schedule", "print the noise schedule and timestep-sampler histograms"),
+    "train": ("vampdiffusion.cli.train", "train phase 1, 2 or 3 on encoded latents"),
+    "eval": ("vampdiffusion.cli.eval", "FID per tier, CLIP score, routing and oracle metrics"),
+    "generate": ("vampdiffusion.cli.generate", "generate images from Danbooru tags"),
 }
 DATA_COMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("vampdiffusion.data.synth", "write a synthetic Danbooru dataset"),
-    "prepare": ("vampdiffusion.data.prepare", "ingest posts + images, filter (5 stages), label, build vocab"),
-    "encode": ("vampdiffusion.data.encode", "encode the manifest's images to VAE latent shards"),
-    "verify": ("vampdiffusion.data.shards", "verify latent shard checksums"),
+    "synth": ("vampdiffusion.cli.synth", "write a synthetic Danbooru dataset"),
+    "prepare": ("vampdiffusion.cli.prepare", "ingest posts + images, filter (5 stages), label, build vocab"),
+    "encode": ("vampdiffusion.cli.encode", "encode the manifest's images to VAE latent shards"),
+    "verify": ("vampdiffusion.cli.verify", "verify latent shard checksums"),
 }
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
-    """`--config FILE` and repeatable `--set section.key=value`."""
-    parser.add_argument("--config", default=default, help="YAML preset, e.g. configs/v1.yaml or configs/tiny.yaml")
+    """`--config PRESET|FILE` and repeatable `--set section.key=value`."""
+    parser.add_argument("--config", default=default, help="a preset (v1, tiny) or a YAML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field, e.g. --set model.depth=8 (repeatable)")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
     return load_config(args.config, args.overrides)
+
+
+def fail(command: str, error: Exception | str, code: int = 2) -> int:
+    """One line on stderr naming the command and the problem; returns the exit code."""
+    print(f"vamp {command}: {error}", file=sys.stderr)
+    return code
 
 
 def _add_commands(sub: argparse._SubParsersAction, table: dict[str, tuple[str, str]], argv_cmd: str | None) -> None:
@@ -74,9 +82,4 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(importlib.import_module(module).main(args) or 0)
     except ConfigError as e:
-        print(f"vamp: config error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        return fail(args.command, f"config error: {e}")

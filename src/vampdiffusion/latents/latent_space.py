@@ -22,14 +22,11 @@ import torch
 
 from vampdiffusion.config import ConfigError, LatentConfig
 
-NORMALIZE_MODES = ("none", "channel")
 STATS_MAX_ROWS = 10_000   # latents behind the channel statistics (evenly spread over the training rows)
 
 
 def channel_affine(lc: LatentConfig, channels: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """(mean, std) as (1, C, 1, 1) tensors for `latents.normalize: channel`, None for "none"."""
-    if lc.normalize not in NORMALIZE_MODES:
-        raise ConfigError(f"latents.normalize must be one of {NORMALIZE_MODES}, got {lc.normalize!r}")
     if lc.normalize == "none":
         return None
     mean, std = lc.channel_mean, lc.channel_std
@@ -69,7 +66,7 @@ def channel_stats(root: str | Path, max_rows: int = STATS_MAX_ROWS) -> tuple[lis
     """Per-channel mean and std of a finished latent dataset's training rows (every row when the index
     has no split column), over up to max_rows latents evenly spread over them; float64 sums."""
     import pyarrow.parquet as pq
-    from vampdiffusion.data.shards import open_shard, read_shards_json
+    from vampdiffusion.latents.shards import open_shard, read_shards_json
     root = Path(root)
     records = {r["shard"]: r for r in read_shards_json(root)}
     index = pq.read_table(root / "index.parquet")
@@ -93,5 +90,5 @@ def channel_stats(root: str | Path, max_rows: int = STATS_MAX_ROWS) -> tuple[lis
     return [round(float(m), 6) for m in mean], [round(float(v), 6) for v in std]
 
 
-__all__ = ["NORMALIZE_MODES", "STATS_MAX_ROWS", "channel_affine", "channel_stats", "standardise", "to_model_space",
+__all__ = ["STATS_MAX_ROWS", "channel_affine", "channel_stats", "standardise", "to_model_space",
            "to_stored_space"]

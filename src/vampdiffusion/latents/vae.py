@@ -25,6 +25,7 @@ SDXL_HUB_ID = "madebyollin/sdxl-vae-fp16-fix"
 TAESDXL_HUB_ID = "madebyollin/taesdxl"
 TAESDXL_ENV = "VAMP_TAESDXL"
 SCALING_FACTORS = {"sdxl": 0.13025, "taesdxl": 1.0}  # the factor each backend's latents need to reach std ≈ 1
+VAE_FACTOR = 8  # spatial compression of the SDXL-space VAEs: latent side = pixel side / 8
 
 # Architecture of TAESD-XL (diffusers AutoencoderTiny kwargs), used to load the original-layout files.
 TAESDXL_CONFIG = dict(
@@ -228,11 +229,20 @@ def _load_sdxl(path_or_id: str) -> tuple[torch.nn.Module, str]:
                             f"(a diffusers AutoencoderKL folder, e.g. a download of {SDXL_HUB_ID})")
 
 
+def with_backend(cfg: LatentConfig, backend: str, path: str | None = None, scaling_factor: float | None = None) -> LatentConfig:
+    """`cfg` switched to another VAE backend: its weights (`path`, else the backend's hub id when the backend
+    changes) and its scaling factor (`scaling_factor`, else the backend's own)."""
+    import dataclasses
+    if backend not in SCALING_FACTORS:
+        raise ValueError(f"the VAE backend must be one of {', '.join(SCALING_FACTORS)}, got {backend!r}")
+    default_path = cfg.vae_path if backend == cfg.vae else (TAESDXL_HUB_ID if backend == "taesdxl" else SDXL_HUB_ID)
+    return dataclasses.replace(cfg, vae=backend, vae_path=path or default_path,
+                               scaling_factor=SCALING_FACTORS[backend] if scaling_factor is None else scaling_factor)
+
+
 def load_vae(latent_cfg: LatentConfig, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> VAE:
     """The frozen VAE named by `latents.vae` / `latents.vae_path`, in eval mode on `device` (fp32 unless `dtype`)."""
     backend = latent_cfg.vae
-    if backend not in SCALING_FACTORS:
-        raise ValueError(f"latents.vae must be one of {sorted(SCALING_FACTORS)}, got {backend!r}")
     if backend == "taesdxl" and latent_cfg.scaling_factor != SCALING_FACTORS["taesdxl"]:
         raise ValueError(f"latents.scaling_factor={latent_cfg.scaling_factor} does not fit latents.vae=taesdxl: "
                          f"TAESD-XL latents are already on the scaled SDXL scale; set latents.scaling_factor=1.0")
@@ -247,5 +257,5 @@ def load_vae(latent_cfg: LatentConfig, device: str | torch.device = "cpu", dtype
     return vae
 
 
-__all__ = ["SCALING_FACTORS", "SDXL_HUB_ID", "TAESDXL_ENV", "TAESDXL_HUB_ID", "SDXLVAE", "TinyVAE", "VAE",
-           "load_taesd_original", "load_vae"]
+__all__ = ["SCALING_FACTORS", "VAE_FACTOR", "SDXL_HUB_ID", "TAESDXL_ENV", "TAESDXL_HUB_ID", "SDXLVAE", "TinyVAE", "VAE",
+           "load_taesd_original", "load_vae", "with_backend"]

@@ -24,15 +24,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from vampdiffusion.config import Config, LatentConfig, PhaseConfig
-from vampdiffusion.data.shards import open_shard, read_shards_json
+from vampdiffusion.config import Config, LatentConfig, ModelConfig, PhaseConfig
+from vampdiffusion.data.vocab import BOS, EOS, PAD
+from vampdiffusion.latents.shards import open_shard, read_shards_json
 
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
 INDEX_COLUMNS = ("id", "shard", "row", "latent_h", "latent_w", "tag_ids", "quality", "style", "split")
 CURATION_COLUMNS = ("aesthetic", "score_tag")  # optional: phase-3 curation treats missing values as z = 0
 MAX_OPEN_SHARDS = 256                          # memory maps kept open per process
-NUM_QUALITY_TIERS = 4
-NUM_STYLES = 8
 
 
 # ----------------------------------------------------------------------------
@@ -42,9 +40,10 @@ NUM_STYLES = 8
 class LatentDataset(torch.utils.data.Dataset):
     """Rows of one split of a latent dataset folder. Shards are memory-mapped lazily in each process."""
 
-    def __init__(self, root: str | Path, split: str | None = "train", max_tags: int = 128):
+    def __init__(self, root: str | Path, split: str | None = "train", max_tags: int = ModelConfig.max_tags,
+                 num_styles: int = ModelConfig.num_style_experts, num_tiers: int = ModelConfig.num_quality_tiers):
         self.root = Path(root)
-        self.max_tags = max_tags
+        self.max_tags, self.num_styles, self.num_tiers = max_tags, num_styles, num_tiers
         index_path = self.root / "index.parquet"
         if not index_path.is_file():
             raise FileNotFoundError(f"{index_path} not found: {root} is not a finished latent dataset; "
@@ -98,10 +97,12 @@ class LatentDataset(torch.utils.data.Dataset):
             i = int(np.flatnonzero(bad_shape)[0])
             raise ValueError(f"shard {self.shard[i]}: index.parquet says latents {self.bucket_shapes[self.bucket[i]].tolist()}, "
                              f"the shard holds {of_row[i, 2:].tolist()}; re-run `vamp data encode`")
-        if ((self.quality < 0) | (self.quality >= NUM_QUALITY_TIERS)).any():
-            raise ValueError(f"quality must be 0..3; id {self.ids[(self.quality < 0) | (self.quality > 3)][0]} has another value")
-        if ((self.style < -1) | (self.style >= NUM_STYLES)).any():
-            raise ValueError(f"style must be -1..7; id {self.ids[(self.style < -1) | (self.style >= NUM_STYLES)][0]} has another value")
+        if ((self.quality < 0) | (self.quality >= self.num_tiers)).any():
+            bad = self.ids[(self.quality < 0) | (self.quality >= self.num_tiers)][0]
+            raise ValueError(f"quality must be 0..{self.num_tiers - 1}; id {bad} has another value")
+        if ((self.style < -1) | (self.style >= self.num_styles)).any():
+            bad = self.ids[(self.style < -1) | (self.style >= self.num_styles)][0]
+            raise ValueError(f"style must be -1..{self.num_styles - 1}; id {bad} has another value")
         lengths = np.diff(self.tag_offsets)
         first = self.tag_values[np.minimum(self.tag_offsets[:-1], len(self.tag_values) - 1)]
         last = self.tag_values[np.maximum(self.tag_offsets[1:] - 1, 0)]
@@ -193,7 +194,7 @@ def curate_top_k(aesthetic: np.ndarray, score_tag: np.ndarray, k: int) -> np.nda
 
 def phase_weights(dataset: LatentDataset, phase: PhaseConfig) -> np.ndarray:
     """(N,) sampling weight per row: QE-3 rows × oversample_q3; rows outside the curated top-K get 0."""
-    weights = np.where(dataset.quality == NUM_QUALITY_TIERS - 1, phase.oversample_q3, 1.0)
+    weights = np.where(dataset.quality == dataset.num_tiers - 1, phase.oversample_q3, 1.0)
     if phase.curate_top_k > 0:
         keep = np.zeros(len(dataset), bool)
         keep[curate_top_k(dataset.aesthetic, dataset.score_tag, phase.curate_top_k)] = True
@@ -279,7 +280,7 @@ def shuffle_tags(tag_ids: torch.Tensor, keep_tokens: int, generator: torch.Gener
     return tag_ids.gather(1, key.argsort(dim=1, stable=True))
 
 
-def drop_tags(tag_ids: torch.Tensor, p: float, keep_tokens: int, generator: torch.Generator) -> torch.Tensor:
+def drop_random_tags(tag_ids: torch.Tensor, p: float, keep_tokens: int, generator: torch.Generator) -> torch.Tensor:
     """Drop each tag after the first keep_tokens with probability p; the rest close up, [PAD] fills the end."""
     B, L = tag_ids.shape
     pos = torch.arange(L).expand(B, L)
@@ -316,7 +317,7 @@ class LatentLoader:
         g = torch.Generator().manual_seed(int(seed))
         tags = batch["tag_ids"]
         if cfg.tag_dropout > 0:
-            tags = drop_tags(tags, cfg.tag_dropout, cfg.keep_tokens, g)
+            tags = drop_random_tags(tags, cfg.tag_dropout, cfg.keep_tokens, g)
         if cfg.tag_shuffle:
             tags = shuffle_tags(tags, cfg.keep_tokens, g)
         return dict(batch, tag_ids=tags)
@@ -353,7 +354,8 @@ class LatentLoader:
 def make_loader(root: str | Path, cfg: Config, phase: PhaseConfig, rank: int = 0, world_size: int = 1,
                 split: str = "train", seed: int | None = None) -> LatentLoader:
     """The trainer's loader: micro-batches of cfg.train.micro_batch rows for this rank, with the phase's weights."""
-    dataset = LatentDataset(root, split, cfg.model.max_tags)
+    m = cfg.model
+    dataset = LatentDataset(root, split, m.max_tags, m.num_style_experts, m.num_quality_tiers)
     if dataset.truncated:
         print(f"loader: {dataset.truncated} row(s) have more than model.max_tags={cfg.model.max_tags} tag ids; "
               f"their rarest tags are dropped")
@@ -362,5 +364,5 @@ def make_loader(root: str | Path, cfg: Config, phase: PhaseConfig, rank: int = 0
     return LatentLoader(dataset, sampler, cfg.train.workers, cfg.latents)
 
 
-__all__ = ["BOS", "EOS", "PAD", "BucketBatchSampler", "LatentDataset", "LatentLoader", "curate_top_k",
-           "curation_scores", "drop_tags", "make_loader", "phase_weights", "shuffle_tags", "zscore"]
+__all__ = ["BucketBatchSampler", "LatentDataset", "LatentLoader", "curate_top_k",
+           "curation_scores", "drop_random_tags", "make_loader", "phase_weights", "shuffle_tags", "zscore"]

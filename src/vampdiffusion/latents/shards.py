@@ -1,4 +1,4 @@
-"""Latent shard files, their records and checksums; `vamp data verify DIR`.
+"""Latent shard files, their records and checksums, and the check of a whole latent dataset.
 
 Layout of a latent dataset folder (docs/architecture.md):
 
@@ -15,7 +15,6 @@ written (atomically) before its record, so a kill leaves either a finished shard
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -118,31 +117,6 @@ def verify_dataset(root: str | Path) -> list[str]:
     for i in np.flatnonzero(known & ((row < 0) | (row >= limit)))[:10]:
         problems.append(f"index.parquet: id {ids[i]} points at row {row[i]} of shard {shard[i]}, which has {limit[i]} rows")
     return problems
-
-
-# ----------------------------------------------------------------------------
-# `vamp data verify DIR`
-# ----------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dir", help="latent dataset folder written by `vamp data encode`")
-
-
-def main(args: argparse.Namespace) -> int:
-    try:
-        records = read_shards_json(args.dir)
-        problems = verify_dataset(args.dir)
-    except FileNotFoundError as e:
-        print(f"vamp data verify: {e}")
-        return 1
-    for p in problems:
-        print(f"FAIL {p}")
-    rows = sum(r["rows"] for r in records)
-    if problems:
-        print(f"{len(problems)} problem(s) in {args.dir} ({len(records)} shards, {rows} latents)")
-        return 1
-    print(f"OK {args.dir}: {len(records)} shards, {rows} latents, all checksums match")
-    return 0
 
 
 __all__ = ["LATENT_DTYPE", "SHARD_DIR", "open_shard", "read_record", "read_shards_json", "record_file",

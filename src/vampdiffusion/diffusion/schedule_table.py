@@ -1,4 +1,4 @@
-"""`vamp schedule`: the noise schedule table and a text histogram of each timestep sampler.
+"""The noise schedule table and a text histogram of each timestep sampler.
 
 So a user sees what each choice trains on: e.g. EDM's lognormal(−1.2, 1.2) almost never draws
 t > 900, the region zero terminal SNR exists for.
@@ -6,7 +6,6 @@ t > 900, the region zero terminal SNR exists for.
 
 from __future__ import annotations
 
-import argparse
 import math
 
 import torch
@@ -65,7 +64,12 @@ def sampler_description(dcfg: DiffusionConfig, name: str) -> str:
     return "uniform"
 
 
-def report(cfg: Config, n: int, bins: int, seed: int) -> str:
+def schedule_report(cfg: Config, n: int = 100_000, bins: int = 20, seed: int = 0) -> str:
+    """What `vamp schedule` prints: the schedule table, the sampler's timesteps, a histogram of n draws per sampler."""
+    if n < 1:
+        raise ValueError(f"the number of draws must be >= 1, got {n}")
+    if not 1 <= bins <= 1000:
+        raise ValueError(f"the number of histogram bins must be in 1..1000, got {bins}")
     dcfg = cfg.diffusion
     schedule = NoiseSchedule(dcfg)
     out = [f"noise schedule: {dcfg.beta_schedule}, T={dcfg.num_timesteps}, "
@@ -83,25 +87,3 @@ def report(cfg: Config, n: int, bins: int, seed: int) -> str:
         out.append(sampler_summary(t, schedule.T))
         out.append("")
     return "\n".join(out)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from vampdiffusion.cli import add_config_arguments
-    add_config_arguments(parser)
-    parser.add_argument("--samples", type=int, default=100_000, help="draws per timestep sampler (default 100000)")
-    parser.add_argument("--bins", type=int, default=20, help="histogram bins over 0..T-1 (default 20)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the draws (default 0)")
-
-
-def main(args: argparse.Namespace) -> int:
-    from vampdiffusion.cli import config_from_args
-    if args.samples < 1:
-        raise SystemExit(f"vamp schedule: --samples must be >= 1, got {args.samples}")
-    if not 1 <= args.bins <= 1000:
-        raise SystemExit(f"vamp schedule: --bins must be in 1..1000, got {args.bins}")
-    cfg = config_from_args(args)
-    try:
-        print(report(cfg, args.samples, args.bins, args.seed))
-    except ValueError as e:
-        raise SystemExit(f"vamp schedule: {e}")
-    return 0

@@ -13,8 +13,8 @@ import numpy as np
 from PIL import Image
 
 from vampdiffusion.config import LatentConfig
+from vampdiffusion.latents.vae import VAE_FACTOR
 
-VAE_FACTOR = 8  # spatial compression of the SDXL-space VAEs: latent side = pixel side / 8
 
 
 def aspect_buckets(resolution: int, step: int, max_aspect: float) -> list[tuple[int, int]]:
@@ -40,11 +40,7 @@ def bucket_set(cfg: LatentConfig) -> list[tuple[int, int]]:
                          f"must be multiples of {VAE_FACTOR}, the VAE's downsampling factor")
     if cfg.buckets == "square":
         return square_buckets(cfg.resolution)
-    if cfg.buckets == "aspect":
-        if cfg.max_aspect < 1:
-            raise ValueError(f"latents.max_aspect must be >= 1, got {cfg.max_aspect}")
-        return aspect_buckets(cfg.resolution, cfg.bucket_step, cfg.max_aspect)
-    raise ValueError(f"latents.buckets must be 'aspect' or 'square', got {cfg.buckets!r}")
+    return aspect_buckets(cfg.resolution, cfg.bucket_step, cfg.max_aspect)
 
 
 def assign_buckets(widths: np.ndarray, heights: np.ndarray, buckets: list[tuple[int, int]]) -> np.ndarray:
@@ -66,4 +62,4 @@ def resize_and_crop(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return image.crop((left, top, left + w, top + h))
 
 
-__all__ = ["VAE_FACTOR", "aspect_buckets", "assign_buckets", "bucket_set", "resize_and_crop", "square_buckets"]
+__all__ = ["aspect_buckets", "assign_buckets", "bucket_set", "resize_and_crop", "square_buckets"]

@@ -1,4 +1,4 @@
-"""Manifest -> latent shards (SPEC §2): `vamp data encode --manifest M --out DIR`.
+"""Manifest -> latent shards (SPEC §2): `encode(manifest, out, cfg)`, or `vamp data encode --manifest M --out DIR`.
 
 The plan is a pure function of the manifest and the config: every row goes to its aspect bucket,
 the rows of each bucket (in manifest order) are cut into shards of `shard_size`, shards are numbered
@@ -13,11 +13,9 @@ latent stops the run.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
-import os
 import re
 import sys
 import time
@@ -32,12 +30,13 @@ import torch
 
 from vampdiffusion.atomic import atomic_write, atomic_write_bytes, atomic_write_json, sha256_file
 from vampdiffusion.config import LatentConfig
-from vampdiffusion.data.buckets import VAE_FACTOR, assign_buckets, bucket_set, resize_and_crop
+from vampdiffusion.data.vocab import VOCAB_NAME
+from vampdiffusion.latents.buckets import assign_buckets, bucket_set, resize_and_crop
 from vampdiffusion.data.images import ImageError, load_image
-from vampdiffusion.data.latent_space import channel_stats
-from vampdiffusion.data.shards import (LATENT_CHANNELS, LATENT_DTYPE, SHARD_DIR, read_record, record_file,
+from vampdiffusion.latents.latent_space import channel_stats
+from vampdiffusion.latents.shards import (LATENT_CHANNELS, LATENT_DTYPE, SHARD_DIR, read_record, record_file,
                                        shard_file, shard_problem, write_shard)
-from vampdiffusion.data.vae import SCALING_FACTORS, SDXL_HUB_ID, TAESDXL_HUB_ID, VAE, load_vae
+from vampdiffusion.latents.vae import SDXL_HUB_ID, VAE, VAE_FACTOR, load_vae
 
 REQUIRED_COLUMNS = ("id", "path", "width", "height")
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
@@ -187,8 +186,6 @@ def clear_shard(out: Path, k: int) -> None:
 # ----------------------------------------------------------------------------
 
 def autocast_context(device: torch.device, precision: str):
-    if precision not in AUTOCAST_DTYPES:
-        raise ValueError(f"latents.precision must be one of {sorted(AUTOCAST_DTYPES)}, got {precision!r}")
     if device.type != "cuda" or AUTOCAST_DTYPES[precision] is None:
         return contextlib.nullcontext()
     return torch.autocast("cuda", dtype=AUTOCAST_DTYPES[precision])
@@ -290,13 +287,13 @@ def finalize_dataset(out: Path, table: pa.Table, manifest_path: Path, plan: list
         buckets=cfg.buckets, bucket_sizes=sorted({tuple(r["bucket"]) for r in records}), latent_channels=LATENT_CHANNELS,
         dtype="float16", shard_size=cfg.shard_size, num_shards=len(records), num_rows=len(manifest_rows),
         num_skipped=len(skipped), manifest=str(manifest_path), manifest_sha256=fingerprint["manifest_sha256"]))
-    vocab = manifest_path.parent / "vocab.json"
+    vocab = manifest_path.parent / VOCAB_NAME
     if vocab.is_file():
-        atomic_write_bytes(out / "vocab.json", vocab.read_bytes())
+        atomic_write_bytes(out / VOCAB_NAME, vocab.read_bytes())
     return {"shards": len(records), "encoded": len(manifest_rows), "skipped": len(skipped), "skipped_by_reason": reasons}
 
 
-def encode_dataset(manifest: str | Path, out: str | Path, cfg: LatentConfig, device: str | torch.device = "cpu",
+def encode(manifest: str | Path, out: str | Path, cfg: LatentConfig, device: str | torch.device = "cpu",
                    rank: int = 0, world_size: int = 1) -> dict:
     """Encode (or finish encoding) the manifest's images into the latent dataset `out`; rank 0 writes the index."""
     out = Path(out)
@@ -322,45 +319,5 @@ def encode_dataset(manifest: str | Path, out: str | Path, cfg: LatentConfig, dev
     return finalize_dataset(out, table, manifest_path, plan, wait_for_records(out, plan), vae, cfg, fingerprint)
 
 
-# ----------------------------------------------------------------------------
-# `vamp data encode`
-# ----------------------------------------------------------------------------
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from vampdiffusion.cli import add_config_arguments
-    parser.add_argument("--manifest", required=True, help="manifest.parquet, or the `vamp data prepare` folder holding it")
-    parser.add_argument("--out", required=True, help="latent dataset folder (created; an unfinished one is resumed)")
-    parser.add_argument("--vae", choices=sorted(SCALING_FACTORS), help="VAE backend (default: latents.vae); "
-                        "also sets latents.scaling_factor to the backend's unless --set latents.scaling_factor=... is given")
-    parser.add_argument("--vae-path", help="hub id, local folder or file of the VAE weights (default: latents.vae_path)")
-    parser.add_argument("--device", help="cpu | cuda | cuda:N (default: cuda:LOCAL_RANK when available, else cpu)")
-    add_config_arguments(parser)
-
-
-def main(args: argparse.Namespace) -> int:
-    from vampdiffusion.cli import config_from_args
-    cfg = config_from_args(args).latents
-    if args.vae:
-        if args.vae != cfg.vae and not args.vae_path:
-            cfg.vae_path = TAESDXL_HUB_ID if args.vae == "taesdxl" else SDXL_HUB_ID
-        cfg.vae = args.vae
-        if not any(o.strip().startswith("latents.scaling_factor") for o in args.overrides):
-            cfg.scaling_factor = SCALING_FACTORS[args.vae]
-    if args.vae_path:
-        cfg.vae_path = args.vae_path
-    rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
-    try:
-        summary = encode_dataset(args.manifest, args.out, cfg, torch.device(device), rank, world_size)
-    except (FileNotFoundError, ValueError, NonFiniteLatentError) as e:
-        print(f"vamp data encode: {e}", file=sys.stderr)
-        return 1
-    if rank == 0:
-        reasons = ", ".join(f"{k} {v}" for k, v in summary["skipped_by_reason"].items()) or "none"
-        print(f"encoded {summary['encoded']} images into {summary['shards']} shard(s) in {args.out}; "
-              f"skipped {summary['skipped']} unreadable image(s) ({reasons}; listed in {args.out}/encode_report.json)")
-    return 0
-
-
-__all__ = ["BucketImages", "NonFiniteLatentError", "ShardPlan", "encode_dataset", "load_bucket_image",
+__all__ = ["BucketImages", "NonFiniteLatentError", "ShardPlan", "encode", "load_bucket_image",
            "plan_shards", "read_manifest"]
