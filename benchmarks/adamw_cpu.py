@@ -22,7 +22,7 @@ from vampdiffusion.models.dit import VampDiT
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/tiny.yaml")
+    ap.add_argument("--config", default="tiny")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=6)
     ap.add_argument("--json", default=None)

@@ -1,6 +1,6 @@
 """CPU expert runner: per-expert weight slices by unbind (current) vs by indexing (before), in one process.
 
-    python benchmarks/expert_grads.py --config configs/tiny.yaml --batch 64 --resolution 64
+    python benchmarks/expert_grads.py --config tiny --batch 64 --resolution 64
 
 Indexing a stacked (E, d, 4d) weight as w[e] makes autograd zero-fill a full-size gradient for every
 expert and add them up; unbind's backward stacks the E slices once. Times a whole tiny-model training
@@ -44,7 +44,7 @@ def experts_segments_indexed(ffn, x, experts, gates):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/tiny.yaml")
+    ap.add_argument("--config", default="tiny")
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--resolution", type=int, default=64)
     ap.add_argument("--steps", type=int, default=80, help="timed steps per runner (alternating step by step)")

@@ -89,7 +89,7 @@ def fwd_bwd(model, batch):
 
 
 def model_checks(device: torch.device) -> dict:
-    cfg = load_config("configs/tiny.yaml").model
+    cfg = load_config("tiny").model
     torch.manual_seed(0)
     model = VampDiT(cfg).to(device)
     batch = model_batch(cfg, device)

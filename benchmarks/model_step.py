@@ -1,7 +1,7 @@
 """Forward + backward of VampDiT next to its dense twin, in one process.
 
-GPU (the real measurement):  python benchmarks/model_step.py --config configs/v1.yaml --batch 8 --checkpointing
-CPU (dev machine, ratios):   python benchmarks/model_step.py --config configs/tiny.yaml --resolution 256 --batch 8 --dtype fp32
+GPU (the real measurement):  python benchmarks/model_step.py --config v1 --batch 8 --checkpointing
+CPU (dev machine, ratios):   python benchmarks/model_step.py --config tiny --resolution 256 --batch 8 --dtype fp32
 
 Reports images/s, model TFLOP/s (analytic training FLOPs, planner.training_flops_per_image) and MFU
 against a bf16 matmul peak measured in the same run. The dense twin is the same model with a plain
@@ -20,7 +20,8 @@ import torch
 
 from vampdiffusion.config import load_config
 from vampdiffusion.models.dit import FFN, VampDiT
-from vampdiffusion.models.planner import VAE_DOWNSAMPLE, active_flops, dense_twin_flops
+from vampdiffusion.latents.vae import VAE_FACTOR
+from vampdiffusion.models.planner import active_flops, dense_twin_flops
 from vampdiffusion.training.metrics import measure_matmul_peak
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -57,7 +58,7 @@ def make_step(model, batch, device, dtype, lambda_bal):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/v1.yaml")
+    ap.add_argument("--config", default="v1")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--resolution", type=int, default=1024, help="image side in pixels (latent = /8)")
     ap.add_argument("--batch", type=int, default=8)
@@ -75,7 +76,7 @@ def main() -> int:
     cfg = load_config(args.config, args.overrides).model
     cfg = dataclasses.replace(cfg, gradient_checkpointing=args.checkpointing)
     device, dtype = torch.device(args.device), DTYPES[args.dtype]
-    side = args.resolution // VAE_DOWNSAMPLE
+    side = args.resolution // VAE_FACTOR
     hw = (side, side)
     torch.manual_seed(0)
 

@@ -5,13 +5,14 @@ u >= 0.3) at 64 and 128 px, as rendered and encoded by `vamp data synth`, and at
 TAESD-XL encode/decode round trip (what generated images go through); mean sharpness per quality tier, and the
 latents' mean squared Laplacian per tier (how far apart the tiers are at the scale the model works at).
 
-    python benchmarks/oracle.py --posts 1500 --vae-path ../shared/weights/taesdxl --json benchmarks/oracle.json
+    python benchmarks/oracle.py --posts 1000 --vae-path $VAMP_TAESDXL --json benchmarks/oracle.json
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import os
 import time
 
 import numpy as np
@@ -20,8 +21,10 @@ from PIL import Image
 
 from vampdiffusion.atomic import atomic_write_json
 from vampdiffusion.config import LatentConfig
-from vampdiffusion.data.synth import SynthArgs, plan_posts, render_file
-from vampdiffusion.evaluation.oracle import read_image
+from vampdiffusion.data.synth import BACKGROUNDS, COLOURS, SynthArgs, plan_posts, render_file
+from vampdiffusion.evaluation.oracle import Palette, read_image
+
+PALETTE = Palette(COLOURS, BACKGROUNDS)  # the set's own palette, as its synth.json gives it
 
 
 def tier(u: float) -> int:
@@ -40,7 +43,7 @@ def score(posts: list[dict], images: np.ndarray) -> dict:
     sharp: dict[int, list[float]] = {q: [] for q in range(4)}
     t0 = time.perf_counter()
     for p, img in zip(posts, images):
-        r = read_image(img)
+        r = read_image(img, PALETTE)
         ok["background"].append(r.background == p["background"])
         found = {o.colour: o.shape for o in r.objects[:len(p["objects"])]}
         for o in p["objects"]:
@@ -57,7 +60,7 @@ def score(posts: list[dict], images: np.ndarray) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--posts", type=int, default=1500)
-    ap.add_argument("--vae-path", default="../shared/weights/taesdxl")
+    ap.add_argument("--vae-path", default=os.environ.get("VAMP_TAESDXL", "madebyollin/taesdxl"))
     ap.add_argument("--json", default="benchmarks/oracle.json")
     a = ap.parse_args()
     torch.set_num_threads(2)

@@ -1,7 +1,7 @@
 """Training throughput: the trainer's optimizer step vs a bare loop, with and without gradient checkpointing.
 
     python benchmarks/train_throughput.py                          # CPU: tiny config, small sizes
-    python benchmarks/train_throughput.py --config configs/v1.yaml --latent 128 --set train.grad_accum=1 \
+    python benchmarks/train_throughput.py --config v1 --latent 128 --set train.grad_accum=1 \
         --find-max-batch --micro-batch max --modes plain,ckpt          # CUDA: v1 at 1024² (128² latents), bf16
 
 Both loops run in this process on the same model, data and optimizer settings:
@@ -231,7 +231,7 @@ def memory_claim_estimate() -> dict:
     """The research document's claim (§6.1): micro-batch 32 of v1 at 1024² fits in 24 GB per GPU.
     Analytic, from the planner's memory model (an ESTIMATE until measured on a 24 GB card)."""
     from vampdiffusion.models.planner import GIB, GPUS, largest_micro_batch, memory_budget, parameter_counts
-    cfg = load_config("configs/v1.yaml").model
+    cfg = load_config("v1").model
     hw = (128, 128)
     n_params = parameter_counts(cfg)["total"]
     gpu = GPUS["rtx4090"]
@@ -249,7 +249,7 @@ MODES = {"plain": (False, False), "ckpt": (True, False), "compile": (False, True
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default="configs/tiny.yaml")
+    ap.add_argument("--config", default="tiny")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     ap.add_argument("--latent", type=int, default=8, help="latent side (1024² images: 128)")
     ap.add_argument("--rows", type=int, default=256)

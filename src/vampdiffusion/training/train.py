@@ -336,14 +336,7 @@ class Trainer:
                 want_stats = step_to_be % tcfg.log_every == 0 or step_to_be == phase.steps
                 finite, stop, sums, aux, norms = self.train_step(want_stats)
                 if not finite:
-                    self.progress.nonfinite_total += 1
-                    self.progress.nonfinite_in_a_row += 1
-                    log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row, %d in all)",
-                                step_to_be, self.progress.nonfinite_in_a_row, self.progress.nonfinite_total)
-                    if self.progress.nonfinite_in_a_row >= tcfg.max_nonfinite:
-                        log.error("stopping: %d non-finite steps in a row (train.max_nonfinite). Lower the learning "
-                                  "rate, check the data for NaN latents, or resume from an earlier checkpoint.",
-                                  self.progress.nonfinite_in_a_row)
+                    if self.skipped_step(step_to_be):
                         return 1
                     if not stop:
                         continue
@@ -361,10 +354,8 @@ class Trainer:
                     self.log_window(logger, bar, window, window_steps, window_start, global_batch, flops, peak,
                                     aux, norms)
                     window, window_steps, window_start = {}, 0, time.perf_counter()
-                if finite and tcfg.ema_every > 0 and step % tcfg.ema_every == 0:
-                    self.save_ema_weights()
-                if finite and grid is not None and (step % tcfg.sample_every == 0 or step == phase.steps):
-                    self.sample_grid(grid, logger, latent_hw)
+                if finite:
+                    self.periodic_outputs(step, grid, logger, latent_hw)
                 if stop:
                     self.save_checkpoint()
                     log.info("stopped by %s at step %d; continue with the same command and --resume",
@@ -382,6 +373,27 @@ class Trainer:
                 bar.close()
             if logger is not None:
                 logger.close()
+
+    def skipped_step(self, step_to_be: int) -> bool:
+        """Count a step skipped for a non-finite loss or gradient; True when train.max_nonfinite in a row end the run."""
+        p = self.progress
+        p.nonfinite_total += 1
+        p.nonfinite_in_a_row += 1
+        log.warning("step %d: non-finite loss or gradient, update skipped (%d in a row, %d in all)",
+                    step_to_be, p.nonfinite_in_a_row, p.nonfinite_total)
+        if p.nonfinite_in_a_row < self.cfg.train.max_nonfinite:
+            return False
+        log.error("stopping: %d non-finite steps in a row (train.max_nonfinite). Lower the learning rate, check the "
+                  "data for NaN latents, or resume from an earlier checkpoint.", p.nonfinite_in_a_row)
+        return True
+
+    def periodic_outputs(self, step: int, grid: SampleGrid | None, logger, latent_hw: tuple[int, int]) -> None:
+        """EMA-only weights every train.ema_every steps, the sample grid every train.sample_every and at the end."""
+        tcfg = self.cfg.train
+        if tcfg.ema_every > 0 and step % tcfg.ema_every == 0:
+            self.save_ema_weights()
+        if grid is not None and (step % tcfg.sample_every == 0 or step == self.phase.steps):
+            self.sample_grid(grid, logger, latent_hw)
 
     def log_window(self, logger, bar, window, steps, start, global_batch, flops, peak, aux, norms) -> None:
         elapsed = time.perf_counter() - start
