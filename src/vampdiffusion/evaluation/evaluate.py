@@ -105,9 +105,9 @@ def open_evaluation(model_dir: str | Path, data_dir: str | Path, truth: str | Pa
 
 def prompt_texts(s: Setup) -> list[str]:
     """The tags of each prompt row as text (what CLIP score compares the image with)."""
-    vocab, ds = s.gen.vocab, s.ds
-    return [" ".join(vocab.tokens[i] for i in ds.tag_batch(s.prompt_rows[k:k + 1])[0] if i > 3)
-            for k in range(len(s.prompt_rows))]
+    from vampdiffusion.data.vocab import SPECIAL_TOKENS
+    tags = (s.gen.vocab.decode(s.ds.tag_batch(s.prompt_rows[k:k + 1])[0]) for k in range(len(s.prompt_rows)))
+    return [" ".join(t for t in row if t not in SPECIAL_TOKENS) for row in tags]
 
 
 def generate_and_measure(s: Setup, show_progress: bool) -> tuple[dict[int, Measured], dict[int, list], Measured]:
