@@ -22,7 +22,7 @@ def test_folder_tree_is_found_by_id_modulo_1000(tmp_path):
     src = open_source(tmp_path)
     assert isinstance(src, FolderImages)
     ref = src.locate(45123, "png")
-    assert load_image(ref.path).size == (8, 6)
+    assert load_image(ref).size == (8, 6) and ref.member == ""
     assert src.locate(45123, "jpg") is not None  # wrong extension in the metadata still finds the file
     assert src.locate(45124, "png") is None
 
@@ -37,9 +37,9 @@ def test_tar_members_are_read_by_offset_and_never_extracted(tmp_path):
     src = open_source(tmp_path)
     assert isinstance(src, TarImages) and src.skipped_members == 1  # notes.txt
     ref = src.locate(1007, "png")
-    assert ref.path == f"{shard.resolve()}::1007.png"
-    assert load_image(ref.path).getpixel((0, 0)) == (0, 255, 0)
-    assert load_image(src.locate(1008, "png").path).size == (8, 6)  # a '../' name is only read, by offset
+    assert (ref.file, ref.member) == (str(shard.resolve()), "1007.png") and ref.offset > 0
+    assert load_image(ref).getpixel((0, 0)) == (0, 255, 0)
+    assert load_image(src.locate(1008, "png")).size == (8, 6)  # a '../' name is only read, by offset
     assert not (tmp_path.parent.parent / "1008.png").exists() and not (tmp_path.parent / "1008.png").exists()
 
 
@@ -92,3 +92,79 @@ def test_decode_never_raises_anything_but_image_error(data):
         assert e.reason in ("empty_image", "corrupt_image", "too_large")
     else:
         assert im.mode == "RGB"
+
+
+# ----------------------------------------------------------------------------
+# Images read as they look
+# ----------------------------------------------------------------------------
+
+def _encoded(im: Image.Image, fmt: str = "PNG", **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+def test_16_bit_grey_png_keeps_its_grey_levels():
+    levels = np.array([[0, 16448, 32896, 65535]], np.uint16)        # 0, 64, 128, 255 in 8 bits (× 257)
+    im = decode(_encoded(Image.fromarray(levels)))
+    assert im.mode == "RGB"
+    assert np.asarray(im)[0, :, 0].tolist() == [0, 64, 128, 255]
+
+
+def test_float_image_in_0_1_is_scaled_to_8_bits_and_out_of_range_is_unsupported():
+    im = decode(_encoded(Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32)), "TIFF"))
+    assert np.asarray(im)[0, :, 0].tolist() == [0, 128, 255]
+    with pytest.raises(ImageError) as e:
+        decode(_encoded(Image.fromarray(np.array([[-3.0, 9e4]], np.float32)), "TIFF"))
+    assert e.value.reason == "unsupported_image"
+
+
+def test_exif_orientation_is_applied_before_anything_is_measured():
+    im = Image.new("RGB", (8, 4), (255, 0, 0))
+    im.paste((0, 0, 255), (0, 0, 1, 4))                              # a blue left column
+    exif = Image.Exif()
+    exif[0x0112] = 6                                                 # "rotate 90° clockwise to display"
+    out = decode(_encoded(im, exif=exif))
+    assert out.size == (4, 8)                                        # portrait, as a viewer shows it
+    assert np.asarray(out)[0, :, 2].max() > 200                     # the blue column is now the top row
+
+
+def test_a_fifo_is_never_opened(tmp_path):
+    import os
+    os.mkfifo(tmp_path / "data-0998.tar")                            # opening it would block forever
+    (tmp_path / "original" / "0123").mkdir(parents=True)
+    (tmp_path / "original" / "0123" / "123.png").write_bytes(_png())
+    src = open_source(tmp_path)                                      # no regular .tar: the folder tree
+    assert isinstance(src, FolderImages) and src.locate(123, "png") is not None
+    with pytest.raises(ImageError) as e:
+        load_image(tmp_path / "data-0998.tar")
+    assert e.value.reason == "not_a_file"
+
+
+def test_paths_with_double_colons_are_plain_paths(tmp_path):
+    folder = tmp_path / "a::b"
+    folder.mkdir()
+    (folder / "x.png").write_bytes(_png((1, 2, 3)))
+    assert load_image(folder / "x.png").getpixel((0, 0)) == (1, 2, 3)
+    shard = folder / "data-0001.tar"
+    with tarfile.open(shard, "w") as tf:
+        data = _png((4, 5, 6))
+        info = tarfile.TarInfo("1001.png")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    assert load_image(open_source(folder).locate(1001, "png")).getpixel((0, 0)) == (4, 5, 6)
+
+
+def test_a_member_whose_bytes_differ_from_the_index_is_corrupt(tmp_path):
+    from vampdiffusion.data.images import ImageRef
+    shard = tmp_path / "0001.tar"
+    data = _png((7, 7, 7))
+    with tarfile.open(shard, "w") as tf:
+        info = tarfile.TarInfo("1.png")
+        info.size = len(data)
+        tf.addfile(info, io.BytesIO(data))
+    src = open_source(tmp_path)
+    ref = src.locate(1, "png")
+    assert load_image(ref).getpixel((0, 0)) == (7, 7, 7)
+    with pytest.raises(ImageError, match="sha256 differs"):
+        load_image(ImageRef(ref.file, ref.member, ref.offset, ref.size, "0" * 64))

@@ -46,7 +46,8 @@ def test_manifest_has_the_contract_columns_and_labels(synth_run):
     root, _ = synth_run
     t = pq.read_table(root / "out" / "manifest.parquet")
     types = {f.name: str(f.type) for f in t.schema}
-    assert types == {"id": "int64", "md5": "string", "path": "string", "width": "int32", "height": "int32",
+    assert types == {"id": "int64", "md5": "string", "path": "string", "member": "string", "offset": "int64",
+                     "size": "int64", "sha256": "string", "width": "int32", "height": "int32",
                      "score": "int32", "year": "int16", "score_tag": "int8", "quality": "int8", "style": "int8",
                      "aesthetic": "float", "phash": "uint64", "tags": "string", "tag_ids": "list<element: int32>",
                      "split": "string"}
@@ -102,8 +103,10 @@ def test_tar_layout_keeps_the_same_posts(tmp_path, tiny):
     a = prepare(tiny, tmp_path / "dir" / "posts.jsonl", tmp_path / "dir", tmp_path / "o1", log=lambda *x: None)
     b = prepare(tiny, tmp_path / "tar" / "posts.jsonl", tmp_path / "tar", tmp_path / "o2", log=lambda *x: None)
     assert a["stages"] == b["stages"]
-    paths = pq.read_table(tmp_path / "o2" / "manifest.parquet").column("path").to_pylist()
-    assert all("data-" in p and ".tar::" in p for p in paths)
+    m = pq.read_table(tmp_path / "o2" / "manifest.parquet").to_pydict()
+    assert all(p.endswith(".tar") and "data-" in p for p in m["path"])
+    assert all(name == f"{i}.{name.split('.')[1]}" for i, name in zip(m["id"], m["member"]))   # <id>.<ext> members
+    assert all(o > 0 and n > 0 for o, n in zip(m["offset"], m["size"]))
 
 
 def test_split_is_a_fixed_hash_of_the_id():

@@ -20,7 +20,7 @@ from vampdiffusion.latents import encode as encode_module
 from vampdiffusion.cli.verify import main as verify_main
 from vampdiffusion.latents import shards as shards_module
 from vampdiffusion.latents.encode import NonFiniteLatentError, encode, load_bucket_image
-from vampdiffusion.data.images import load_image
+from vampdiffusion.data.images import ImageRef, load_image, walk_headers
 from vampdiffusion.latents.vae import load_vae
 
 # resolution 64, step 16 -> buckets (48, 80), (64, 64), (80, 48); latents 6x10, 8x8, 10x6
@@ -50,11 +50,12 @@ def write_manifest(folder: Path, n: int = 10) -> Path:
             buf = io.BytesIO()
             image.save(buf, "JPEG", quality=95)
             members.append((f"{i}.jpg", buf.getvalue()))
-            path = f"{folder}/data-0000.tar::{i}.jpg"
+            path = f"{folder}/data-0000.tar"
         else:
             path = folder / f"{i}.png"
             image.save(path)
-        rows.append(dict(id=i, md5=f"{i:032x}", path=str(path), width=w, height=h, score=i, year=2020, score_tag=i % 10,
+        rows.append(dict(id=i, md5=f"{i:032x}", path=str(path), member=f"{i}.jpg" if i % 5 == 3 else "", offset=0,
+                         size=-1, sha256="", width=w, height=h, score=i, year=2020, score_tag=i % 10,
                          quality=i % 4, style=i % 9 - 1, aesthetic=5.0 + i / 10, tags="a b", tag_ids=[2, 4 + i % 3, 3],
                          split="eval" if i == 0 else "train"))
     with tarfile.open(folder / "data-0000.tar", "w") as tar:
@@ -62,6 +63,10 @@ def write_manifest(folder: Path, n: int = 10) -> Path:
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+    where = dict(zip(*(lambda m: (m.names, zip(m.offsets, m.sizes)))(walk_headers(folder / "data-0000.tar"))))
+    for r in rows:
+        if r["member"]:
+            r["offset"], r["size"] = where[r["member"]]
     (folder / "corrupt.png").write_bytes(b"\x89PNG not really")
     for i, name in ((MISSING_ID, "missing.png"), (CORRUPT_ID, "corrupt.png")):
         rows.append(dict(rows[0], id=i, md5=f"{i:032x}", path=str(folder / name)))
@@ -137,7 +142,8 @@ def test_stored_latent_is_the_vae_encoding_of_the_bucketed_image(encoded, taesdx
     for i in (2, 3):  # a GIF (portrait bucket) and a tar member
         row = index[i]
         stored = np.load(out / f"shards/{row['shard']:06d}.npy")[row["row"]].astype(np.float32)
-        image = load_bucket_image(row["path"], (row["bucket_w"], row["bucket_h"]))
+        ref = ImageRef(row["path"], row["member"], row["offset"], row["size"], row["sha256"])
+        image = load_bucket_image(ref, (row["bucket_w"], row["bucket_h"]))
         direct = vae.encode(torch.from_numpy(image)[None].float() / 127.5 - 1)[0].numpy()
         np.testing.assert_allclose(stored, direct, atol=2e-3, rtol=1e-2)
 
@@ -158,7 +164,9 @@ def test_images_rgba_on_white_gif_first_frame_tar_member_in_memory(encoded):
     rgba.save(folder / "clear.png")
     assert np.asarray(load_image(str(folder / "clear.png"))).min() == 255  # fully transparent -> white
     assert tuple(np.asarray(load_image(str(folder / "2.gif")))[0, 0]) != (0, 0, 255)  # frame 0, not the blue frame 1
-    from_tar = np.asarray(load_image(f"{folder}/data-0000.tar::3.jpg"))
+    m = walk_headers(folder / "data-0000.tar")
+    k = m.names.index("3.jpg")
+    from_tar = np.asarray(load_image(ImageRef(str(folder / "data-0000.tar"), "3.jpg", m.offsets[k], m.sizes[k])))
     assert from_tar.shape == (70, 70, 3) and not (folder / "3.jpg").exists()  # never extracted to disk
 
 

@@ -1,23 +1,39 @@
-"""Image sources: a folder tree `original/0NNN/<id>.<ext>` (NNN = id % 1000) or tar shards `data-0NNN.tar`
-with members `<id>.<ext>` (Danbooru2023 layout).
+"""Image sources: where each post's image bytes are, and decoding them as they look.
 
-An image is addressed by a path string: a file path, or `<tar path>::<member>` for a tar member.
-Tar members are only ever read (by offset), never extracted, so a member name is never a path we write to.
-Decoding: jpg, png, webp, gif (first frame); transparency is composited on white; the result is RGB.
+Layouts (`open_source(root)`):
+  folder tree  root/original/0NNN/<id>.<ext> or root/0NNN/<id>.<ext> (NNN = id % 1000)
+  tar shards   every regular file `*.tar` under root, e.g. Danbooru2023's original/data-0NNN.tar,
+               recent/data-1NNN.tar and updates/**/*-D.tar, or danbooru2024's images/NNNN.tar. A member whose
+               basename is `<id>.<ext>` (ext jpg/jpeg/png/webp/gif) is the image of post <id>; when two shards
+               hold the same id, the later one in path order wins (updates/ sorts after original/ and recent/).
+Tar indexes (deepghs/hfutils format, one JSON per tar named like it: {"filesize", "hash", "hash_lfs",
+"files": {member: {"offset", "size", "sha256"}}}) beside the tar, or in an index folder that mirrors the tars'
+relative paths, replace walking the tar's headers; an index whose filesize is not the tar's is not used
+(counted, headers walked instead). Without an index the headers are walked once and cached.
+
+An image is addressed by an `ImageRef` (file; tar member name, data offset, size and the index's sha256) —
+fields, never a separator inside a path. Tar members are only ever read by offset, never extracted; a path
+that is not a regular file (a FIFO, a device) is never opened.
+
+Decoding: jpg, png, webp, gif (first frame); EXIF orientation applied; 16-bit and float greyscale scaled to
+8 bits; transparency composited on white; the result is 8-bit RGB.
 """
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import io
+import json
+import os
+import stat
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif")
-TAR_SEPARATOR = "::"
 
 
 class ImageError(Exception):
@@ -30,11 +46,112 @@ class ImageError(Exception):
 
 @dataclass(frozen=True)
 class ImageRef:
-    """Where one post's image bytes are: a file, or a byte range inside a tar shard."""
-    path: str                 # manifest path string
-    file: str                 # file to open
+    """Where one post's image bytes are: a whole file, or a byte range of a tar shard."""
+    file: str                 # the file to open
+    member: str = ""          # tar member name ("" for a plain file)
     offset: int = 0           # tar: start of the member's data
-    size: int = -1            # tar: member size; -1 = whole file
+    size: int = -1            # tar: member size; -1 = the whole file
+    sha256: str = ""          # the tar index's digest of the bytes; "" = none to check
+
+    def __str__(self) -> str:
+        return f"{self.file}[{self.member}]" if self.member else self.file
+
+
+def is_regular_file(path: str | Path) -> bool:
+    """True for a regular file (following links); a FIFO, socket or device would block or never end."""
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def member_id(name: str) -> int | None:
+    """The post id of a tar member named <id>.<ext> (any folders before the basename), else None."""
+    stem, _, ext = Path(name).name.partition(".")
+    return int(stem) if stem.isascii() and stem.isdigit() and ext.lower() in IMAGE_EXTS else None
+
+
+# ----------------------------------------------------------------------------
+# Tar members: from an index file, or from the headers (cached)
+# ----------------------------------------------------------------------------
+
+@dataclass
+class TarMembers:
+    """The regular-file members of one tar: names, data offsets, sizes, sha256 (hex, "" when unknown)."""
+    names: list[str]
+    offsets: list[int]
+    sizes: list[int]
+    sha256: list[str]
+    source: str               # "index" | "headers"
+
+
+def read_index(path: Path, tar_size: int) -> TarMembers:
+    """A deepghs/hfutils tar index; ValueError when it is not one, or belongs to a tar of another size."""
+    try:
+        d = json.loads(path.read_text())
+        files = d["files"]
+        if int(d["filesize"]) != tar_size:
+            raise ValueError(f"{path} describes a tar of {d['filesize']} bytes, the tar has {tar_size}")
+        rows = [(str(n), int(f["offset"]), int(f["size"]), str(f.get("sha256", ""))) for n, f in files.items()]
+    except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a tar index ({type(e).__name__}: {e})") from None
+    names, offsets, sizes, digests = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
+    return TarMembers(names, offsets, sizes, digests, "index")
+
+
+def walk_headers(tar: Path) -> TarMembers:
+    """Every regular member's data offset and size; a broken shard keeps the members before the damage."""
+    m = TarMembers([], [], [], [], "headers")
+    try:
+        with tarfile.open(tar, "r:") as tf:
+            for info in tf:
+                if info.isreg():
+                    m.names.append(info.name)
+                    m.offsets.append(info.offset_data)
+                    m.sizes.append(info.size)
+                    m.sha256.append("")
+    except (tarfile.TarError, OSError):
+        pass
+    return m
+
+
+def _header_cache(tar: Path, cache_dir: Path | None) -> Path | None:
+    if cache_dir is None:
+        return None
+    key = hashlib.sha256(str(tar.resolve()).encode()).hexdigest()[:24]
+    return cache_dir / f"{tar.stem}-{key}.json"
+
+
+def _cached_headers(tar: Path, cache: Path | None, st: os.stat_result) -> TarMembers | None:
+    """Walked headers saved by an earlier run, while the tar is unchanged (size and mtime)."""
+    if cache is None or not cache.is_file():
+        return None
+    try:
+        d = json.loads(cache.read_text())
+        if d["filesize"] != st.st_size or d["mtime_ns"] != st.st_mtime_ns:
+            return None
+        return TarMembers(d["names"], d["offsets"], d["sizes"], [""] * len(d["names"]), "headers")
+    except (OSError, KeyError, TypeError, json.JSONDecodeError):
+        return None
+
+
+def tar_members(tar: Path, index: Path | None, cache_dir: Path | None, problems: dict[str, int]) -> TarMembers:
+    """The members of `tar`: from its index when one is there and fits, else its headers (walked once, cached)."""
+    from vampdiffusion.atomic import atomic_write_json
+    st = os.stat(tar)
+    if index is not None and is_regular_file(index):
+        try:
+            return read_index(index, st.st_size)
+        except ValueError:
+            problems["unusable_tar_index"] = problems.get("unusable_tar_index", 0) + 1
+    cache = _header_cache(tar, cache_dir)
+    found = _cached_headers(tar, cache, st)
+    if found is None:
+        found = walk_headers(tar)
+        if cache is not None:
+            atomic_write_json(cache, {"filesize": st.st_size, "mtime_ns": st.st_mtime_ns, "names": found.names,
+                                      "offsets": found.offsets, "sizes": found.sizes})
+    return found
 
 
 # ----------------------------------------------------------------------------
@@ -44,89 +161,102 @@ class ImageRef:
 class FolderImages:
     """`root/original/0NNN/<id>.<ext>` (or `root/0NNN/<id>.<ext>` when root is the `original` folder)."""
 
+    layout = "folder tree original/0NNN/<id>.<ext>"
+
     def __init__(self, root: str | Path):
         root = Path(root).resolve()
         self.root = root / "original" if (root / "original").is_dir() else root
+        self.problems: dict[str, int] = {}
 
     def locate(self, post_id: int, ext: str) -> ImageRef | None:
         folder = self.root / f"{post_id % 1000:04d}"
         for e in ([ext] if ext else []) + [x for x in IMAGE_EXTS if x != ext]:
             p = folder / f"{post_id}.{e}"
-            if p.is_file():
-                return ImageRef(str(p), str(p))
+            if is_regular_file(p):
+                return ImageRef(str(p))
         return None
 
 
 class TarImages:
-    """Every `data-*.tar` under root; members are indexed by id from their header (names are not trusted)."""
+    """Every regular `*.tar` under root; members indexed by the id in their basename (names are never paths)."""
 
-    def __init__(self, root: str | Path):
-        root = Path(root).resolve()
-        self.shards = sorted(root.rglob("data-*.tar"))
-        self.index: dict[int, ImageRef] = {}
-        self.skipped_members = 0  # members whose name is not <id>.<ext>, or not a regular file
-        for shard in self.shards:
-            for name, (offset, size) in _tar_members(str(shard)).items():
-                stem, _, ext = Path(name).name.partition(".")
-                if not stem.isdigit() or ext.lower() not in IMAGE_EXTS:
-                    self.skipped_members += 1
-                    continue
-                self.index.setdefault(int(stem), ImageRef(f"{shard}{TAR_SEPARATOR}{name}", str(shard), offset, size))
+    layout = "tar shards **/*.tar with members <id>.<ext>"
+
+    def __init__(self, root: str | Path, index_dir: str | Path | None = None, cache_dir: str | Path | None = None):
+        self.root = Path(root).resolve()
+        self.shards = sorted(p for p in self.root.rglob("*.tar") if is_regular_file(p))
+        self.problems: dict[str, int] = {}
+        self.members: list[TarMembers] = []
+        ids, where = [], []
+        for s, tar in enumerate(self.shards):
+            m = tar_members(tar, self._index_path(tar, index_dir), Path(cache_dir) if cache_dir else None, self.problems)
+            self.members.append(m)
+            for k, name in enumerate(m.names):
+                pid = member_id(name)
+                if pid is None:
+                    self.problems["skipped_members"] = self.problems.get("skipped_members", 0) + 1
+                else:
+                    ids.append(pid)
+                    where.append((s, k))
+        order = np.argsort(np.asarray(ids, np.int64), kind="stable")    # equal ids: shard order kept
+        self.ids = np.asarray(ids, np.int64)[order]
+        self.where = np.asarray(where, np.int64).reshape(-1, 2)[order]  # (n, 2) shard number, member number
+
+    def _index_path(self, tar: Path, index_dir: str | Path | None) -> Path | None:
+        if index_dir is not None:
+            return Path(index_dir) / tar.relative_to(self.root).with_suffix(".json")
+        return tar.with_suffix(".json")
+
+    @property
+    def skipped_members(self) -> int:
+        return self.problems.get("skipped_members", 0)
 
     def locate(self, post_id: int, ext: str) -> ImageRef | None:
-        return self.index.get(post_id)
+        hi = int(np.searchsorted(self.ids, post_id, side="right"))
+        if hi == 0 or self.ids[hi - 1] != post_id:
+            return None
+        s, k = (int(v) for v in self.where[hi - 1])                     # the last shard holding the id
+        m = self.members[s]
+        return ImageRef(str(self.shards[s]), m.names[k], m.offsets[k], m.sizes[k], m.sha256[k])
 
 
-def open_source(root: str | Path) -> FolderImages | TarImages:
-    """A folder tree, or tar shards when the folder holds any `data-*.tar`."""
+LAYOUTS = (FolderImages.layout, TarImages.layout)
+
+
+def open_source(root: str | Path, index_dir: str | Path | None = None,
+                cache_dir: str | Path | None = None) -> FolderImages | TarImages:
+    """Tar shards when the folder holds any regular `*.tar`, else a folder tree."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"image folder {root} not found; pass --images DIR (original/0NNN/<id>.<ext> or data-0NNN.tar)")
-    if next(root.rglob("data-*.tar"), None) is not None:
-        return TarImages(root)
+        raise FileNotFoundError(f"image folder {root} not found; pass --images DIR (one of: {'; '.join(LAYOUTS)})")
+    if any(is_regular_file(p) for p in root.rglob("*.tar")):
+        return TarImages(root, index_dir, cache_dir)
     return FolderImages(root)
-
-
-@functools.lru_cache(maxsize=64)
-def _tar_members(shard: str) -> dict[str, tuple[int, int]]:
-    """member name -> (data offset, size) for regular-file members of one tar."""
-    out = {}
-    try:
-        with tarfile.open(shard, "r:") as tf:
-            for m in tf:
-                if m.isreg():
-                    out[m.name] = (m.offset_data, m.size)
-    except (tarfile.TarError, OSError):
-        pass  # a broken shard: the members before the damage are kept
-    return out
 
 
 # ----------------------------------------------------------------------------
 # Reading and decoding
 # ----------------------------------------------------------------------------
 
-def ref_from_path(path: str) -> ImageRef:
-    """The ImageRef of a manifest path string (file path or `<tar>::<member>`)."""
-    if TAR_SEPARATOR in path:
-        shard, member = path.split(TAR_SEPARATOR, 1)
-        loc = _tar_members(shard).get(member)
-        if loc is None:
-            raise ImageError("missing_image", f"{member} not in {shard}")
-        return ImageRef(path, shard, loc[0], loc[1])
-    return ImageRef(path, path)
-
-
 def read_bytes(ref: ImageRef) -> bytes:
+    """The image's bytes; ImageError when the file is missing, not a regular file, short, or not what the index says."""
     try:
+        if not stat.S_ISREG(os.stat(ref.file).st_mode):
+            raise ImageError("not_a_file", f"{ref.file} is not a regular file")
         with open(ref.file, "rb") as f:
             if ref.size < 0:
                 return f.read()
             f.seek(ref.offset)
-            return f.read(ref.size)
+            data = f.read(ref.size)
     except FileNotFoundError:
-        raise ImageError("missing_image", ref.path) from None
+        raise ImageError("missing_image", str(ref)) from None
     except OSError as e:
-        raise ImageError("unreadable_image", f"{ref.path}: {e}") from None
+        raise ImageError("unreadable_image", f"{ref}: {e}") from None
+    if len(data) != ref.size:
+        raise ImageError("corrupt_image", f"{ref}: {len(data)} of {ref.size} bytes (truncated shard)")
+    if ref.sha256 and hashlib.sha256(data).hexdigest() != ref.sha256.lower():
+        raise ImageError("corrupt_image", f"{ref}: sha256 differs from the tar index")
+    return data
 
 
 def open_image(data: bytes) -> Image.Image:
@@ -144,10 +274,30 @@ def open_image(data: bytes) -> Image.Image:
     return im
 
 
+def to_8bit(im: Image.Image) -> Image.Image:
+    """16-bit and 32-bit integer or float greyscale -> 8-bit "L" as it looks: 16-bit values >> 8, float in
+    [0, 1] × 255; a range the mode cannot hold is an unsupported image, never a white or black one."""
+    if im.mode not in ("I", "F") and not im.mode.startswith("I;16"):
+        return im
+    a = np.asarray(im).astype(np.float64)
+    if not np.isfinite(a).all() or a.min() < 0:
+        raise ImageError("unsupported_image", f"mode {im.mode} with values outside the displayable range")
+    top = a.max()
+    if im.mode == "F" and top <= 1.0:
+        a = a * 255.0
+    elif im.mode.startswith("I;16") or (im.mode == "I" and 255 < top <= 65535):
+        a = a / 257.0                                        # 65535 -> 255
+    elif top > 255:
+        raise ImageError("unsupported_image", f"mode {im.mode} with values up to {top:g}")
+    return Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+
+
 def to_rgb(im: Image.Image) -> Image.Image:
-    """Decode fully (first frame of an animation) and composite transparency on white; raises ImageError."""
+    """Decode fully (first frame of an animation), apply the EXIF orientation, scale high bit depths to 8 bits,
+    composite transparency on white; raises ImageError."""
     try:
         im.seek(0)
+        im = to_8bit(ImageOps.exif_transpose(im))
         if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")
             out = Image.new("RGB", rgba.size, (255, 255, 255))
@@ -171,10 +321,11 @@ def decode(data: bytes) -> Image.Image:
         raise ImageError("corrupt_image", f"{type(e).__name__}: {e}") from None
 
 
-def load_image(path: str) -> Image.Image:
-    """The RGB image at a manifest path (file or `<tar>::<member>`); raises ImageError."""
-    return decode(read_bytes(ref_from_path(path)))
+def load_image(ref: ImageRef | str | Path) -> Image.Image:
+    """The RGB image of a reference (a path is a whole file); raises ImageError."""
+    return decode(read_bytes(ref if isinstance(ref, ImageRef) else ImageRef(str(ref))))
 
 
-__all__ = ["FolderImages", "ImageError", "ImageRef", "TarImages", "decode", "load_image", "open_image",
-           "open_source", "read_bytes", "ref_from_path", "to_rgb"]
+__all__ = ["FolderImages", "IMAGE_EXTS", "ImageError", "ImageRef", "LAYOUTS", "TarImages", "TarMembers", "decode",
+           "is_regular_file", "load_image", "member_id", "open_image", "open_source", "read_bytes", "read_index",
+           "tar_members", "to_8bit", "to_rgb", "walk_headers"]

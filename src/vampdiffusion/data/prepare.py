@@ -1,11 +1,14 @@
 """SPEC §1 end to end: posts + images -> manifest.parquet, as a short composition of its steps.
 
   ingest     stream the posts file into columns (bad records counted by reason and skipped)   ingest.py
-  images     locate and decode every post's image once, check its size, pHash it (cached)     image_scan.py
+  images     locate and decode every post's image once, check its size, pHash it (cached)     images.py, image_scan.py
   score_tag  per-year deciles of the raw score over all usable posts                           labels.py
   stages     1 resolution, 2 score, 3 aesthetic, 4 tag density, 5 near-duplicates             filters.py, dedup.py
   labels     quality tier, style label; tag vocabulary; train / eval split                    labels.py, vocab.py
   outputs    manifest.parquet, vocab.json, stages.json, tiers.json, styles.json, report.json
+
+A step that leaves nothing (no post parsed, no image decoded, no row through the stages) raises `EmptyResult`,
+naming the likely cause and the fix; a stage that removes every row says so in the stage table too.
 """
 
 from __future__ import annotations
@@ -21,8 +24,19 @@ from vampdiffusion.atomic import atomic_write, atomic_write_json
 from vampdiffusion.config import Config, DataConfig
 from vampdiffusion.data import dedup, filters, labels
 from vampdiffusion.data.image_scan import ImageColumns, scan_images
+from vampdiffusion.data.images import LAYOUTS, open_source
 from vampdiffusion.data.ingest import PostColumns, ingest_posts
 from vampdiffusion.data.vocab import VOCAB_NAME, TagVocab
+
+
+# the settings that decide each stage, for the message when one removes everything
+STAGE_SETTINGS = {"1 resolution": "data.min_side and data.min_pixels", "2 score": "data.min_score_tag",
+                  "3 aesthetic": "data.min_aesthetic", "4 tag density": "data.min_general_tags",
+                  "5 near-duplicates": "data.phash_distance"}
+
+
+class EmptyResult(ValueError):
+    """A step of prepare left nothing to go on with; the message names the likely cause and the fix."""
 
 
 @dataclass
@@ -35,6 +49,32 @@ class Filtered:
     aesthetic_source: str
     dedup: dedup.DedupResult
     removed_by_dedup: int
+
+
+def check_posts(cols: PostColumns, n_records: int, bad: Counter, posts) -> None:
+    if len(cols) == 0:
+        reasons = ", ".join(f"{k} {v:,}" for k, v in bad.most_common(3)) or "the file holds no record"
+        raise EmptyResult(f"no post could be parsed from {posts} ({n_records:,} records; {reasons}): --posts must be "
+                          f"Danbooru posts as JSON lines, a JSON array or parquet (optionally .gz / .zst) with at least "
+                          f"id, created_at and score (or up_score/down_score)")
+
+
+def check_images(img: ImageColumns, bad: Counter, images, source) -> None:
+    if not img.ok.any():
+        reasons = ", ".join(f"{k} {v:,}" for k, v in bad.most_common(3))
+        raise EmptyResult(f"no image of the posts could be used from {images} ({reasons}), read as a "
+                          f"{source.layout}: check that --images is the folder of these posts' images; the layouts read "
+                          f"are: {'; '.join(LAYOUTS)}")
+
+
+def check_kept(f: Filtered, log) -> None:
+    if f.kept.size:
+        return
+    emptied = next((r for r in f.table.rows if r.n_in and not r.n_out), None)
+    where = (f"stage {emptied.stage} removed all {emptied.n_in:,} rows; loosen {STAGE_SETTINGS[emptied.stage]}"
+             if emptied is not None and emptied.stage in STAGE_SETTINGS else "no row reached the stages")
+    log(f"ERROR: no post survived the filters: {where}")
+    raise EmptyResult(f"no post survived the filters: {where} (the stage table is in stages.json)")
 
 
 def check_inputs(cfg: DataConfig, posts: Path, images: Path) -> None:
@@ -51,13 +91,13 @@ def check_inputs(cfg: DataConfig, posts: Path, images: Path) -> None:
 # Stages
 # ----------------------------------------------------------------------------
 
-def aesthetic_stage(cfg: DataConfig, valid: np.ndarray, k2: np.ndarray, aesthetic: np.ndarray, paths: list,
+def aesthetic_stage(cfg: DataConfig, valid: np.ndarray, k2: np.ndarray, aesthetic: np.ndarray, refs: list,
                     log) -> tuple[str, np.ndarray]:
     """(source, keep mask): the LAION predictor when weights are given, else the column, else SKIPPED."""
     if cfg.aesthetic_weights:
         rows = np.flatnonzero(k2)
         log(f"aesthetic: scoring {rows.size:,} images with the LAION predictor ({cfg.aesthetic_clip_model})")
-        aesthetic[rows] = filters.laion_aesthetic_scores([paths[i] for i in rows], cfg.aesthetic_weights,
+        aesthetic[rows] = filters.laion_aesthetic_scores([refs[i] for i in rows], cfg.aesthetic_weights,
                                                          cfg.aesthetic_clip_model, cfg.aesthetic_clip_pretrained)
         return "LAION predictor", k2 & filters.keep_aesthetic(aesthetic, cfg.min_aesthetic)
     if np.isfinite(aesthetic[valid]).any():
@@ -90,7 +130,7 @@ def filter_stages(cfg: DataConfig, cols: PostColumns, img: ImageColumns, n_recor
     table.add("1 resolution", valid, k1, note=f"min side {cfg.min_side}, min pixels {cfg.min_pixels:,}")
     k2 = k1 & filters.keep_score(score_tag, cfg.min_score_tag)
     table.add("2 score", k1, k2, note=f"score_tag >= {cfg.min_score_tag}")
-    source, k3 = aesthetic_stage(cfg, valid, k2, aesthetic, img.path, log)
+    source, k3 = aesthetic_stage(cfg, valid, k2, aesthetic, img.refs, log)
     add_aesthetic_row(table, k2, k3, source, aesthetic, cfg, log)
     k4 = k3 & filters.keep_tag_density(np.frombuffer(cols.n_general, np.int32), cfg.min_general_tags)
     table.add("4 tag density", k3, k4, note=f">= {cfg.min_general_tags} general tags")
@@ -102,6 +142,9 @@ def filter_stages(cfg: DataConfig, cols: PostColumns, img: ImageColumns, n_recor
     k5[rows4[dd.keep]] = True
     table.add("5 near-duplicates", k4, k5, note=f"pHash distance < {cfg.phash_distance}: {dd.n_pairs:,} pairs, "
               f"{dd.n_identical:,} identical, {sum(dd.size_histogram.values()):,} clusters")
+    for row in table.rows:
+        if row.n_in and not row.n_out:
+            row.note += " -- REMOVED EVERY ROW"
     return Filtered(np.flatnonzero(k5), table, score_tag, aesthetic, source, dd, int(k4.sum() - k5.sum()))
 
 
@@ -116,7 +159,7 @@ def label_rows(cfg: Config, cols: PostColumns, img: ImageColumns, f: Filtered) -
     tag_lists = [cols.tags[i].split() for i in kept]
     vocab = TagVocab.build(tag_lists, d.vocab_min_count)
     manifest = {
-        "id": ids[kept], "md5": [img.md5[i] for i in kept], "path": [img.path[i] for i in kept],
+        "id": ids[kept], "md5": [img.md5[i] for i in kept], **ref_columns([img.refs[i] for i in kept]),
         "width": img.width[kept], "height": img.height[kept],
         "score": np.frombuffer(cols.score, np.int64)[kept].astype(np.int32),
         "year": np.frombuffer(cols.year, np.int16)[kept], "score_tag": f.score_tag[kept],
@@ -127,6 +170,12 @@ def label_rows(cfg: Config, cols: PostColumns, img: ImageColumns, f: Filtered) -
         "split": labels.split_of(ids[kept], d.eval_fraction),
     }
     return manifest, vocab
+
+
+def ref_columns(refs: list) -> dict:
+    """Where each kept image's bytes are, as manifest columns: path (the file), member, offset, size, sha256."""
+    return {"path": [r.file for r in refs], "member": [r.member for r in refs], "offset": [r.offset for r in refs],
+            "size": [r.size for r in refs], "sha256": [r.sha256 for r in refs]}
 
 
 def _span(lo: int, hi: int) -> str:
@@ -153,7 +202,8 @@ def style_table(style: np.ndarray, clusters: list[labels.StyleCluster]) -> list[
 def write_manifest(path: Path, m: dict) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    types = {"id": pa.int64(), "md5": pa.string(), "path": pa.string(), "width": pa.int32(), "height": pa.int32(),
+    types = {"id": pa.int64(), "md5": pa.string(), "path": pa.string(), "member": pa.string(), "offset": pa.int64(),
+             "size": pa.int64(), "sha256": pa.string(), "width": pa.int32(), "height": pa.int32(),
              "score": pa.int32(), "year": pa.int16(), "score_tag": pa.int8(), "quality": pa.int8(), "style": pa.int8(),
              "aesthetic": pa.float32(), "phash": pa.uint64(), "tags": pa.string(), "tag_ids": pa.list_(pa.int32()),
              "split": pa.string()}
@@ -179,7 +229,7 @@ def prepare_report(cfg: DataConfig, posts, images, n_records: int, cols: PostCol
     }
 
 
-def log_summary(report: dict, f: Filtered, cfg: DataConfig, out: Path, log) -> None:
+def log_summary(report: dict, f: Filtered, cfg: DataConfig, log) -> None:
     tiers, styles = report["tiers"], report["styles"]
     n_labeled = sum(s["count"] for s in styles[1:])
     log("")
@@ -194,9 +244,6 @@ def log_summary(report: dict, f: Filtered, cfg: DataConfig, out: Path, log) -> N
     log(f"duplicate clusters by size: {f.dedup.size_histogram}")
     log(f"vocabulary: {report['vocab_size']:,} tokens (min count {cfg.vocab_min_count}); "
         f"split: {report['splits']['train']:,} train / {report['splits']['eval']:,} eval")
-    log(f"wrote {out / 'manifest.parquet'} ({f.kept.size:,} rows) in {report['seconds']} s")
-    if f.kept.size == 0:
-        log("WARNING: no post survived the filters; see the stage table for the stage that removed them all")
 
 
 # ----------------------------------------------------------------------------
@@ -214,18 +261,22 @@ def prepare(cfg: Config, posts: str | Path, images: str | Path, out: str | Path,
     cols = ingest_posts(posts, bad, ratings)
     n_records = len(cols) + sum(bad.values())
     log(f"ingest: {n_records:,} records, {len(cols):,} parsed posts ({time.time() - t0:.1f} s)")
-    img = scan_images(cols, images, out, d.workers, bad)
+    check_posts(cols, n_records, bad, posts)
+    source = open_source(images, cache_dir=out / "tar_headers")
+    img = scan_images(cols, source, out, d.workers, bad)
     log(f"images: {img.decoded:,} decoded, {img.cache_hits:,} from the pHash cache ({time.time() - t0:.1f} s)")
+    check_images(img, bad, images, source)
     f = filter_stages(d, cols, img, n_records, bad, log)
     manifest, vocab = label_rows(cfg, cols, img, f)
     tiers = tier_table(manifest["quality"], d.quality_tier_starts)
     styles = style_table(manifest["style"], labels.load_style_clusters(d.style_clusters))
-    write_manifest(out / "manifest.parquet", manifest)
-    vocab.save(out / VOCAB_NAME)
     report = prepare_report(d, posts, images, n_records, cols, img, f, manifest, vocab, tiers, styles, bad, ratings)
     report["seconds"] = round(time.time() - t0, 2)
     for name, value in (("stages.json", f.table.as_list()), ("tiers.json", tiers), ("styles.json", styles),
                         ("report.json", report)):
         atomic_write_json(out / name, value)
-    log_summary(report, f, d, out, log)
+    log_summary(report, f, d, log)
+    check_kept(f, log)
+    write_manifest(out / "manifest.parquet", manifest)
+    vocab.save(out / VOCAB_NAME)
     return report

@@ -32,7 +32,7 @@ from vampdiffusion.atomic import atomic_write, atomic_write_bytes, atomic_write_
 from vampdiffusion.config import LatentConfig
 from vampdiffusion.data.vocab import VOCAB_NAME
 from vampdiffusion.latents.buckets import assign_buckets, bucket_set, resize_and_crop
-from vampdiffusion.data.images import ImageError, load_image
+from vampdiffusion.data.images import ImageError, ImageRef, load_image
 from vampdiffusion.latents.latent_space import channel_stats
 from vampdiffusion.latents.shards import (LATENT_CHANNELS, LATENT_DTYPE, SHARD_DIR, read_record, record_file,
                                        shard_file, shard_problem, write_shard)
@@ -52,24 +52,24 @@ class NonFiniteLatentError(RuntimeError):
 # Images
 # ----------------------------------------------------------------------------
 
-def load_bucket_image(path: str, size: tuple[int, int]) -> np.ndarray:
+def load_bucket_image(ref: ImageRef, size: tuple[int, int]) -> np.ndarray:
     """(3, h, w) uint8: the image (file or tar member, RGBA on white, GIF frame 0) resized to cover
     bucket `size` = (w, h) and centre-cropped."""
-    return np.asarray(resize_and_crop(load_image(path), size)).transpose(2, 0, 1).copy()
+    return np.asarray(resize_and_crop(load_image(ref), size)).transpose(2, 0, 1).copy()
 
 
 class BucketImages(torch.utils.data.Dataset):
     """Manifest row i -> (i, (3, h, w) uint8 or None, failure reason). Runs in DataLoader workers."""
 
-    def __init__(self, paths: list[str], sizes: np.ndarray):
-        self.paths, self.sizes = paths, sizes  # sizes: (N, 2) bucket (w, h) per manifest row
+    def __init__(self, refs: list[ImageRef], sizes: np.ndarray):
+        self.refs, self.sizes = refs, sizes  # sizes: (N, 2) bucket (w, h) per manifest row
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.refs)
 
     def __getitem__(self, i: int):
         try:
-            return i, load_bucket_image(self.paths[i], (int(self.sizes[i, 0]), int(self.sizes[i, 1]))), ""
+            return i, load_bucket_image(self.refs[i], (int(self.sizes[i, 0]), int(self.sizes[i, 1]))), ""
         except ImageError as e:  # missing / truncated / not an image / too large: counted and skipped
             return i, None, _MEMORY_ADDRESS.sub("", str(e))
         except Exception as e:  # anything else PIL raises while resizing a damaged image
@@ -127,13 +127,16 @@ def read_manifest(manifest: str | Path) -> tuple[pa.Table, Path]:
     return table, path
 
 
-def resolve_paths(paths: list[str], manifest_dir: Path) -> list[str]:
-    """Relative image paths are relative to the manifest's folder when the first one exists there, else to the cwd."""
-    if not paths or Path(paths[0].split("::", 1)[0]).is_absolute():
-        return paths
-    if (manifest_dir / paths[0].split("::", 1)[0]).exists():
-        return [str(manifest_dir / p) for p in paths]
-    return paths
+def manifest_refs(table: pa.Table, manifest_dir: Path) -> list[ImageRef]:
+    """Each row's ImageRef (path, and for a tar member its member, offset, size, sha256). Relative paths are
+    relative to the manifest's folder when the first one exists there, else to the cwd."""
+    paths = table["path"].to_pylist()
+    if paths and not Path(paths[0]).is_absolute() and (manifest_dir / paths[0]).exists():
+        paths = [str(manifest_dir / p) for p in paths]
+    if "member" not in table.column_names:  # a manifest of whole files
+        return [ImageRef(p) for p in paths]
+    cols = [table[c].to_pylist() for c in ("member", "offset", "size", "sha256")]
+    return [ImageRef(p, m or "", int(o), int(n), h or "") for p, m, o, n, h in zip(paths, *cols)]
 
 
 def plan_fingerprint(cfg: LatentConfig, manifest_path: Path, plan: list[ShardPlan]) -> dict:
@@ -199,12 +202,12 @@ def encode_images(vae: VAE, images: torch.Tensor, precision: str) -> np.ndarray:
     return z.float().cpu().numpy().astype(LATENT_DTYPE)
 
 
-def encode_shards(out: Path, todo: list[ShardPlan], paths: list[str], sizes: np.ndarray, ids: np.ndarray,
+def encode_shards(out: Path, todo: list[ShardPlan], refs: list[ImageRef], sizes: np.ndarray, ids: np.ndarray,
                   vae: VAE, cfg: LatentConfig, desc: str) -> None:
     from tqdm import tqdm
     batches = [(s, s.rows[i:i + cfg.batch_size]) for s in todo for i in range(0, len(s.rows), cfg.batch_size)]
     loader = torch.utils.data.DataLoader(
-        BucketImages(paths, sizes), batch_sampler=[b.tolist() for _, b in batches], num_workers=cfg.workers,
+        BucketImages(refs, sizes), batch_sampler=[b.tolist() for _, b in batches], num_workers=cfg.workers,
         collate_fn=collate_images, pin_memory=vae.device.type == "cuda")
     left = {s.shard: math.ceil(len(s.rows) / cfg.batch_size) for s in todo}
     parts: list[np.ndarray] = []
@@ -215,7 +218,7 @@ def encode_shards(out: Path, todo: list[ShardPlan], paths: list[str], sizes: np.
     for (shard, _), (rows, images, failures) in zip(batches, loader):
         if not parts and not done_ids and not skipped:
             clear_shard(out, shard.shard)
-        skipped += [{"id": int(ids[i]), "path": paths[i], "reason": reason} for i, reason in failures]
+        skipped += [{"id": int(ids[i]), "path": str(refs[i]), "reason": reason} for i, reason in failures]
         if rows:
             z = encode_images(vae, images, cfg.precision)                  # (B, 4, h, w) fp16
             finite = np.isfinite(z).all(axis=(1, 2, 3))
@@ -251,58 +254,72 @@ def wait_for_records(out: Path, plan: list[ShardPlan]) -> list[dict]:
         time.sleep(WAIT_SECONDS)
 
 
-def finalize_dataset(out: Path, table: pa.Table, manifest_path: Path, plan: list[ShardPlan], records: list[dict],
-                     vae: VAE, cfg: LatentConfig, fingerprint: dict) -> dict:
-    """shards.json, index.parquet, dataset.json, vocab.json and encode_report.json from the shard records."""
+def write_encode_report(out: Path, records: list[dict], planned: int) -> tuple[int, dict]:
+    """encode_report.json: every image that could not be encoded, by reason; an error when none could."""
+    skipped = [s for r in records for s in r["skipped"]]
+    encoded = sum(r["rows"] for r in records)
+    reasons = dict(sorted(Counter(s["reason"].split(":")[0] for s in skipped).items()))  # e.g. missing_image: 3
+    atomic_write_json(out / "encode_report.json", {"planned": planned, "encoded": encoded, "skipped": len(skipped),
+                                                   "skipped_by_reason": reasons, "skipped_images": skipped})
+    if encoded == 0:
+        raise ValueError(f"no image of the manifest could be encoded ({', '.join(f'{k} {v}' for k, v in reasons.items())}; "
+                         f"each listed in {out / 'encode_report.json'}): check that the images the manifest names are "
+                         f"where it says (the paths are relative to the manifest's folder), or run `vamp data prepare` again")
+    return len(skipped), reasons
+
+
+def write_index(out: Path, table: pa.Table, records: list[dict]) -> int:
+    """index.parquet: the manifest's rows in shard order, with shard, row, latent and bucket sizes; returns the rows."""
     row_of_id = {int(i): r for r, i in enumerate(table["id"].to_numpy())}
-    manifest_rows, shard_col, row_col, lat_h, lat_w, bucket_w, bucket_h = [], [], [], [], [], [], []
+    manifest_rows, extra = [], {k: [] for k in ("shard", "row", "latent_h", "latent_w", "bucket_w", "bucket_h")}
     for record in records:
         n, _, h, w = record["shape"]
         manifest_rows += [row_of_id[i] for i in record["ids"]]
-        shard_col += [record["shard"]] * n
-        row_col += range(n)
-        lat_h += [h] * n
-        lat_w += [w] * n
-        bucket_w += [record["bucket"][0]] * n
-        bucket_h += [record["bucket"][1]] * n
+        for key, value in (("shard", record["shard"]), ("latent_h", h), ("latent_w", w),
+                           ("bucket_w", record["bucket"][0]), ("bucket_h", record["bucket"][1])):
+            extra[key] += [value] * n
+        extra["row"] += range(n)
     index = table.take(pa.array(manifest_rows, pa.int64()))
-    for name, values, typ in (("shard", shard_col, pa.int32()), ("row", row_col, pa.int32()),
-                              ("latent_h", lat_h, pa.int16()), ("latent_w", lat_w, pa.int16()),
-                              ("bucket_w", bucket_w, pa.int16()), ("bucket_h", bucket_h, pa.int16())):
-        index = index.append_column(name, pa.array(values, typ))
+    types = {"shard": pa.int32(), "row": pa.int32(), "latent_h": pa.int16(), "latent_w": pa.int16(),
+             "bucket_w": pa.int16(), "bucket_h": pa.int16()}
+    for name, typ in types.items():
+        index = index.append_column(name, pa.array(extra[name], typ))
     atomic_write(out / "index.parquet", lambda p: pq.write_table(index, p))
+    return len(manifest_rows)
+
+
+def finalize_dataset(out: Path, table: pa.Table, manifest_path: Path, plan: list[ShardPlan], records: list[dict],
+                     vae: VAE, cfg: LatentConfig, fingerprint: dict) -> dict:
+    """encode_report.json, index.parquet, shards.json, dataset.json and vocab.json from the shard records."""
+    skipped, reasons = write_encode_report(out, records, fingerprint["num_rows"])
+    rows = write_index(out, table, records)
     keys = ("shard", "file", "rows", "shape", "bucket", "sha256")
-    atomic_write_json(out / "shards.json", {"shards": [{k: r[k] for k in keys} for r in records],
-                                            "num_rows": len(manifest_rows)})
-    skipped = [s for r in records for s in r["skipped"]]
-    reasons = dict(sorted(Counter(s["reason"].split(":")[0] for s in skipped).items()))  # e.g. missing_image: 3
-    atomic_write_json(out / "encode_report.json", {"planned": fingerprint["num_rows"], "encoded": len(manifest_rows),
-                                                   "skipped": len(skipped), "skipped_by_reason": reasons,
-                                                   "skipped_images": skipped})
-    # for latents.normalize=channel (data/latent_space.py)
-    channel_mean, channel_std = channel_stats(out) if len(manifest_rows) else ([], [])
+    atomic_write_json(out / "shards.json", {"shards": [{k: r[k] for k in keys} for r in records], "num_rows": rows})
+    channel_mean, channel_std = channel_stats(out)  # for latents.normalize=channel (latents/latent_space.py)
     atomic_write_json(out / "dataset.json", dict(
         vae=vae.name, vae_path=vae.source, scaling_factor=vae.scaling_factor, channel_mean=channel_mean,
         channel_std=channel_std, resolution=cfg.resolution,
         buckets=cfg.buckets, bucket_sizes=sorted({tuple(r["bucket"]) for r in records}), latent_channels=LATENT_CHANNELS,
-        dtype="float16", shard_size=cfg.shard_size, num_shards=len(records), num_rows=len(manifest_rows),
-        num_skipped=len(skipped), manifest=str(manifest_path), manifest_sha256=fingerprint["manifest_sha256"]))
+        dtype="float16", shard_size=cfg.shard_size, num_shards=len(records), num_rows=rows,
+        num_skipped=skipped, manifest=str(manifest_path), manifest_sha256=fingerprint["manifest_sha256"]))
     vocab = manifest_path.parent / VOCAB_NAME
     if vocab.is_file():
         atomic_write_bytes(out / VOCAB_NAME, vocab.read_bytes())
-    return {"shards": len(records), "encoded": len(manifest_rows), "skipped": len(skipped), "skipped_by_reason": reasons}
+    return {"shards": len(records), "encoded": rows, "skipped": skipped, "skipped_by_reason": reasons}
 
 
 def encode(manifest: str | Path, out: str | Path, cfg: LatentConfig, device: str | torch.device = "cpu",
-                   rank: int = 0, world_size: int = 1) -> dict:
+           rank: int = 0, world_size: int = 1) -> dict:
     """Encode (or finish encoding) the manifest's images into the latent dataset `out`; rank 0 writes the index."""
     out = Path(out)
     table, manifest_path = read_manifest(manifest)
+    if table.num_rows == 0:
+        raise ValueError(f"manifest {manifest_path} has no rows: `vamp data prepare` kept no post (see its stages.json)")
     ids = table["id"].to_numpy()
-    paths = resolve_paths(table["path"].to_pylist(), manifest_path.parent)
+    refs = manifest_refs(table, manifest_path.parent)
     buckets = bucket_set(cfg)
     plan = plan_shards(table["width"].to_numpy(), table["height"].to_numpy(), buckets, cfg.shard_size)
-    sizes = np.zeros((len(paths), 2), np.int64)
+    sizes = np.zeros((len(refs), 2), np.int64)
     for s in plan:
         sizes[s.rows] = s.bucket
     fingerprint = plan_fingerprint(cfg, manifest_path, plan)
@@ -313,7 +330,7 @@ def encode(manifest: str | Path, out: str | Path, cfg: LatentConfig, device: str
     todo = [s for s in mine if not shard_finished(out, s, ids)]
     print(f"rank {rank}/{world_size}: {len(mine)} shard(s), {len(mine) - len(todo)} already finished, "
           f"{len(todo)} to encode ({sum(len(s.rows) for s in todo)} images)", file=sys.stderr)
-    encode_shards(out, todo, paths, sizes, ids, vae, cfg, desc=f"encode rank {rank}")
+    encode_shards(out, todo, refs, sizes, ids, vae, cfg, desc=f"encode rank {rank}")
     if rank != 0:
         return {"shards": len(mine), "encoded": None, "skipped": None}
     return finalize_dataset(out, table, manifest_path, plan, wait_for_records(out, plan), vae, cfg, fingerprint)
