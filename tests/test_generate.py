@@ -20,7 +20,7 @@ TAGS = ["1girl", "solo", "gothic", "dark", "long_hair", "red_eyes", "smile"]
 def model_dir(tmp_path_factory, taesdxl_path):
     torch.manual_seed(0)
     cfg = Config(model=ModelConfig(patch_size=2, hidden_size=32, depth=4, num_heads=2, max_grid=8,
-                                   vocab_size=16, max_tags=8, enc_dim=16, enc_depth=1, enc_heads=2,
+                                   vocab_size=4 + len(TAGS), max_tags=8, enc_dim=16, enc_depth=1, enc_heads=2,
                                    moe_dispatch="loop"),
                  latents=LatentConfig(vae="taesdxl", vae_path=str(taesdxl_path), scaling_factor=1.0, resolution=64))
     model = VampDiT(cfg.model)

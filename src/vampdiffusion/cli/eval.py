@@ -32,7 +32,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         ev = evaluate(args.model, args.data, truth=args.truth, logs=args.logs, overrides=args.overrides,
                       eval_config=eval_config, vae_path=args.vae_path, device=args.device)
-    except (FileNotFoundError, ValueError) as e:
+    except (FileNotFoundError, ValueError, OSError) as e:
         return fail("eval", e)
     paths = write_outputs(ev, args.out, columns=ev.results["eval"]["grid_columns"])
     print(summary_text(ev))

@@ -35,6 +35,14 @@ def main(args: argparse.Namespace) -> int:
 
     from vampdiffusion.generation.generate import Request, generate_files, parse_size, read_prompts
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    bar, total = None, 0
+
+    def on_disk(k: int) -> None:
+        nonlocal bar
+        if bar is None:  # opened once sampling starts, so a refused request prints only its error line
+            bar = tqdm(total=total, unit="img")
+        bar.update(k)
+
     try:
         if (args.tags is None) == (args.prompts is None):
             raise ValueError("give exactly one of --tags \"1girl, solo, …\" or --prompts FILE")
@@ -42,11 +50,23 @@ def main(args: argparse.Namespace) -> int:
         size = parse_size(args.size) if args.size is not None else None
         requests = [Request(p, args.quality, args.style, args.steps, args.sampler, args.cfg, args.cfg_rescale,
                             args.seed, args.n, size, args.negative_quality) for p in prompts]
-        with tqdm(total=sum(r.n for r in requests), unit="img") as bar:
-            paths = generate_files(args.model, requests, args.out, args.batch_size, args.vae_path, args.device,
-                                   progress=bar.update)
+        total = sum(r.n for r in requests)
+        paths = generate_files(args.model, requests, args.out, args.batch_size, args.vae_path, args.device,
+                               progress=on_disk)
     except (ValueError, FileNotFoundError, OSError) as e:
+        close(bar)
         return fail("generate", e)
+    except KeyboardInterrupt:
+        close(bar)
+        done = 0 if bar is None else bar.n
+        return fail("generate", f"interrupted; the {done} finished image(s) are in {args.out}", code=1)
+    close(bar)
     for path in paths:
         print(f"wrote {path}")
     return 0
+
+
+def close(bar) -> None:
+    """End the progress bar's line before anything else is printed."""
+    if bar is not None:
+        bar.close()

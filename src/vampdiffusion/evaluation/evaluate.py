@@ -76,9 +76,11 @@ def open_evaluation(model_dir: str | Path, data_dir: str | Path, truth: str | Pa
     from vampdiffusion.evaluation.conditioning import read_truth, set_palette
     from vampdiffusion.evaluation.heldout import pick_prompt_rows
     from vampdiffusion.evaluation.inception import load_inception, resolve_inception_weights
-    from vampdiffusion.generation.generate import load_generator
+    from vampdiffusion.generation.generate import load_generator, read_model_config
     from vampdiffusion.latents.loader import LatentDataset
 
+    read_model_config(model_dir)  # the folder holds what a model folder holds, before its vocab is compared
+    check_same_vocab(model_dir, data_dir)
     gen = load_generator(model_dir, vae_path=vae_path, device=device)
     cfg = gen.cfg
     if eval_config is not None:
@@ -101,6 +103,24 @@ def open_evaluation(model_dir: str | Path, data_dir: str | Path, truth: str | Pa
                  inception=load_inception(weights, gen.device) if weights is not None else None,
                  inception_weights=weights, clip_status=clip_status,
                  clip=load_clip(ec.clip_model, ec.clip_weights, gen.device) if clip_status is None else None)
+
+
+def check_same_vocab(model_dir: str | Path, data_dir: str | Path) -> None:
+    """The held-out tag ids mean what they meant in training only with the model's vocabulary, token for token."""
+    from vampdiffusion.data.vocab import VOCAB_NAME, TagVocab
+    model_vocab, data_vocab = Path(model_dir) / VOCAB_NAME, Path(data_dir) / VOCAB_NAME
+    if not data_vocab.is_file():
+        raise FileNotFoundError(f"{data_vocab} not found: a latent dataset written by `vamp data encode` holds "
+                                f"the vocabulary its tag ids refer to; evaluate with the dataset the model was trained on")
+    ours, theirs = TagVocab.load(model_vocab).tokens, TagVocab.load(data_vocab).tokens
+    if ours == theirs:
+        return
+    first = next((i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b), min(len(ours), len(theirs)))
+    at = [repr(t[first]) if first < len(t) else "absent" for t in (theirs, ours)]
+    raise ValueError(f"{data_vocab} is not the model's vocabulary {model_vocab} ({len(theirs)} vs {len(ours)} tokens; "
+                     f"id {first} is {at[0]} vs {at[1]}), so its tag ids would name other tags: "
+                     f"evaluate with the dataset the model was trained on, or re-encode this one with the model's "
+                     f"vocab.json")
 
 
 def prompt_texts(s: Setup) -> list[str]:

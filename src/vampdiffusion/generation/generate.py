@@ -6,8 +6,9 @@ Python API (used by evaluation and the demo):
     images = generate(gen, "1girl, solo, gothic, dark", quality=3, seed=1, n=4, size=(1024, 1024))
     images[0].save("a.png", pnginfo=png_info(images[0]))      # or save_images(images, "out/")
 
-`vamp generate --model DIR --tags "…" …` is a thin layer over `generate_files`. Every user input is checked
-(`check_request`) before the weights are loaded or anything is computed. Image i of a request uses
+`vamp generate --model DIR --tags "…" …` is a thin layer over `generate_files`. Every user input and the
+output folder are checked (`check_request`, `check_out_dir`) before the weights are loaded or anything is
+computed, and each batch's PNGs are written as soon as they are decoded. Image i of a request uses
 noise seeded with seed + i, so the "Seed" written into image i regenerates it alone (n = 1).
 """
 
@@ -16,7 +17,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import re
+import tempfile
+import unicodedata
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,8 +95,8 @@ def check_request(req: Request, cfg: Config) -> None:
         raise ValueError(f"steps must be in 1..{T} (the model's diffusion.num_timesteps), got {req.steps}")
     if req.sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}, got {req.sampler!r}")
-    if not req.cfg_scale >= 0:
-        raise ValueError(f"cfg scale must be >= 0 (1 = no guidance), got {req.cfg_scale}")
+    if not (math.isfinite(req.cfg_scale) and req.cfg_scale >= 0):
+        raise ValueError(f"cfg scale must be a finite number >= 0 (1 = no guidance), got {req.cfg_scale}")
     if not 0 <= req.cfg_rescale <= 1:
         raise ValueError(f"cfg rescale must be in 0..1 (0 = plain CFG), got {req.cfg_rescale}")
     if not -1 <= req.negative_quality < m.num_quality_tiers:
@@ -100,6 +104,8 @@ def check_request(req: Request, cfg: Config) -> None:
                          f"got {req.negative_quality}")
     if req.n < 1:
         raise ValueError(f"n (images per prompt) must be >= 1, got {req.n}")
+    if (problem := prompt_problem(req.tags)) is not None:
+        raise ValueError(f"prompt {req.tags!r} {problem}")
     if not (0 <= req.seed and req.seed + req.n - 1 < 2 ** 63):
         raise ValueError(f"seed must be in 0..2^63-1 (image i uses seed + i), got {req.seed}")
     multiple = VAE_FACTOR * m.patch_size
@@ -112,6 +118,21 @@ def check_request(req: Request, cfg: Config) -> None:
     if w > largest or h > largest:
         raise ValueError(f"size {w}x{h} is beyond the model's position tables (model.max_grid={m.max_grid} "
                          f"tokens per side = {largest} pixels); use at most {largest}x{largest}")
+
+
+def prompt_problem(prompt: str) -> str | None:
+    """Why a prompt cannot be used, or None. Lone surrogates (bytes that were not UTF-8, smuggled in by
+    Python's surrogateescape) cannot be written into the PNG's parameters, and control characters are never
+    part of a tag; both are refused here rather than after sampling."""
+    for i, ch in enumerate(prompt):
+        kind = unicodedata.category(ch)
+        if kind == "Cs":
+            return (f"holds U+{ord(ch):04X} at position {i}, a byte that was not UTF-8 text; "
+                    f"pass the prompt as UTF-8 (re-save the prompt file or fix the shell's encoding)")
+        if kind == "Cc" and not ch.isspace():
+            return (f"holds the control character U+{ord(ch):04X} at position {i}; "
+                    f"remove it (tags are printable text separated by commas)")
+    return None
 
 
 def read_model_config(model_dir: str | Path) -> Config:
@@ -151,33 +172,77 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """The torch device to run on, refused up front (not mid-load) when this machine does not have it."""
+    if device is None:
+        return default_device()
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device {device!r} is not a device name; use cpu or cuda (cuda:N for GPU N)") from None
+    if d.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device {device} asked for, but PyTorch sees no CUDA GPU on this machine; "
+                             f"use --device cpu, or leave --device out (cuda when available)")
+        if d.index is not None and d.index >= count:
+            raise ValueError(f"device {device} asked for, but this machine has {count} CUDA GPU(s) "
+                             f"(cuda:0..cuda:{count - 1})")
+    elif d.type != "cpu":
+        raise ValueError(f"device {device}: generation runs on cpu or cuda")
+    return d
+
+
 def load_generator(model_dir: str | Path, vae_path: str | None = None,
                    device: str | torch.device | None = None) -> LoadedModel:
     """Load the model folder's weights (a training run exports its EMA weights there), vocab and VAE.
 
-    `vae_path` replaces the config's latents.vae_path (e.g. a local copy of the weights).
+    `vae_path` replaces the config's latents.vae_path (e.g. a local copy of the weights); without it, a
+    latents.vae_path that does not exist on this machine falls back to $VAMP_TAESDXL, then the hub id.
     """
-    from vampdiffusion.latents.vae import load_vae
     from vampdiffusion.data.vocab import TagVocab
     from vampdiffusion.models.dit import VampDiT
 
     d = Path(model_dir)
+    device = resolve_device(device)
     cfg = read_model_config(d)
-    if vae_path is not None:
-        cfg.latents.vae_path = str(vae_path)
     try:
         channel_affine(cfg.latents, cfg.model.in_channels)
     except ConfigError as e:
         raise ConfigError(f"{d / CONFIG_NAME}: {e}") from None
-    device = torch.device(device) if device is not None else default_device()
     vocab = TagVocab.load(d / VOCAB_NAME)
-    if len(vocab) > cfg.model.vocab_size:
-        raise ValueError(f"{d / VOCAB_NAME} has {len(vocab)} tokens but the model was built for "
-                         f"model.vocab_size={cfg.model.vocab_size}: the vocabulary does not belong to these weights")
+    if len(vocab) != cfg.model.vocab_size:
+        raise ValueError(f"{d / VOCAB_NAME} has {len(vocab)} tokens but {d / CONFIG_NAME} says model.vocab_size="
+                         f"{cfg.model.vocab_size}: it is not the vocabulary these weights were trained with; copy the "
+                         f"vocab.json of the model's training dataset into {d}")
     model = VampDiT.from_pretrained(d, device=device).eval().requires_grad_(False)
-    vae = load_vae(cfg.latents, device=device)
+    vae = load_model_vae(cfg, vae_path, device, d / CONFIG_NAME)
     return LoadedModel(model=model, cfg=cfg, vocab=vocab, vae=vae, schedule=NoiseSchedule(cfg.diffusion),
                        model_hash=sha256_file(d / WEIGHTS_NAME)[:10], device=device)
+
+
+def load_model_vae(cfg: Config, vae_path: str | None, device: torch.device, config_path: Path):
+    """The model's VAE from the first source of vae_sources() that has it; says which one it used."""
+    from vampdiffusion.latents.vae import HUB_SOURCE, load_vae, missing_vae_error, vae_sources
+    named = ("--vae-path", "latents.vae_path")  # sources asked for by name: their own error is the answer
+    tried = []
+    for what, path in vae_sources(cfg.latents, vae_path):
+        try:
+            vae = load_vae(dataclasses.replace(cfg.latents, vae_path=path), device=device,
+                           use_env=what != HUB_SOURCE)
+        except FileNotFoundError as e:
+            if what in named:
+                raise
+            tried.append(f"{what} {path}: {str(e).split(' (')[0]}")
+            continue
+        if what in named:
+            log.info("VAE: %s from %s (%s)", cfg.latents.vae, vae.source, what)
+        else:
+            log.warning("%s: latents.vae_path %s does not exist on this machine; using the %s VAE from %s (%s)",
+                        config_path, cfg.latents.vae_path, cfg.latents.vae, vae.source, what)
+        cfg.latents.vae_path = path
+        return vae
+    raise missing_vae_error(cfg.latents, tried)
 
 
 # ----------------------------------------------------------------------------
@@ -257,16 +322,27 @@ def generate(gen: LoadedModel, tags: str, quality: int = 3, style: int | None = 
     check_request(req, gen.cfg)
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    return generate_checked(gen, req, batch_size)
+    warn_request(gen, req)
+    return [image for batch in image_batches(gen, req, batch_size) for image in batch]
 
 
-def generate_checked(gen: LoadedModel, req: Request, batch_size: int,
-                     progress=None) -> list[Image.Image]:
-    """generate() for a request already passed through with_defaults + check_request."""
-    ids, unknown = tokenize(gen, req.tags)
+def warn_request(gen: LoadedModel, req: Request) -> None:
+    """Once per request: the tags the model does not know, and a size outside the buckets it was trained on."""
+    from vampdiffusion.latents.buckets import bucket_set
+    _, unknown = tokenize(gen, req.tags)
     if unknown:
         log.warning("unknown tags (not in the model's vocabulary, they become [UNK]): %s", ", ".join(unknown))
-    images: list[Image.Image] = []
+    trained = bucket_set(gen.cfg.latents)
+    if tuple(req.size) not in trained:
+        log.warning("size %dx%d is not a size the model was trained on (latents.buckets=%s: %s); expect worse "
+                    "images, or use one of those", *req.size, gen.cfg.latents.buckets,
+                    ", ".join(f"{w}x{h}" for w, h in trained))
+
+
+def image_batches(gen: LoadedModel, req: Request, batch_size: int):
+    """The images of a request already passed through with_defaults + check_request, one list per batch as
+    each is decoded (a caller that writes them keeps at most one batch in memory)."""
+    ids, _ = tokenize(gen, req.tags)
     for start in range(0, req.n, batch_size):
         seeds = list(range(req.seed + start, req.seed + min(req.n, start + batch_size)))
         B = len(seeds)
@@ -275,12 +351,10 @@ def generate_checked(gen: LoadedModel, req: Request, batch_size: int,
         style = None if req.style is None else torch.full((B,), req.style, dtype=torch.long)
         latents = sample_latents(gen, tag_ids, quality, seeds, req.size, req.steps, req.sampler,
                                  req.cfg_scale, req.cfg_rescale, style, req.negative_quality)
-        for image, s in zip(decode(gen, latents), seeds):
+        images = decode(gen, latents)
+        for image, s in zip(images, seeds):
             image.info[PARAMETERS_KEY] = parameters_text(req.tags, req, s, gen.model_hash)
-            images.append(image)
-        if progress is not None:
-            progress(B)
-    return images
+        yield images
 
 
 @torch.no_grad()
@@ -342,34 +416,64 @@ def read_prompts(path: str | Path) -> list[str]:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"prompt file {p} not found")
-    prompts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
-    prompts = [line for line in prompts if line and not line.startswith("#")]
+    prompts = []
+    for number, raw in enumerate(p.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8").removeprefix("\ufeff").strip()   # a BOM is how some editors mark UTF-8
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p}:{number}: byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8; "
+                             f"save the prompt file as UTF-8") from None
+        if not line or line.startswith("#"):
+            continue
+        if (problem := prompt_problem(line)) is not None:
+            raise ValueError(f"{p}:{number}: the prompt {problem}")
+        prompts.append(line)
     if not prompts:
         raise ValueError(f"prompt file {p} holds no prompt (one comma-separated tag list per line)")
     return prompts
 
 
+def check_out_dir(out_dir: str | Path) -> Path:
+    """The output folder, created and proven writable before any sampling (so no finished image is lost)."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output folder {out} is a file; pass --out a folder (it is created when missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise ValueError(f"output folder {out} cannot be written ({e.strerror or e}); pass --out a folder "
+                         f"you can write to") from None
+    return out
+
+
 def generate_files(model_dir: str | Path, requests: list[Request], out_dir: str | Path, batch_size: int = 4,
                    vae_path: str | None = None, device: str | None = None, progress=None) -> list[Path]:
-    """Check every request against the model's config, then load the model once and write each batch's PNGs
-    to out_dir as soon as they are decoded (an interrupted run keeps every finished image)."""
+    """Check every request and the output folder, then load the model once and write each batch's PNGs to
+    out_dir as soon as they are decoded (an interrupted run keeps every finished image). `progress(0)` is
+    called once sampling starts, then `progress(k)` after each k images are on disk."""
     cfg = read_model_config(model_dir)
     requests = [with_defaults(r, cfg) for r in requests]
     for req in requests:
         check_request(req, cfg)
     if batch_size < 1:
         raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    out = check_out_dir(out_dir)
     gen = load_generator(model_dir, vae_path, device)
+    if progress is not None:
+        progress(0)
     paths: list[Path] = []
     for req in requests:
-        for start in range(0, req.n, batch_size):
-            part = dataclasses.replace(req, seed=req.seed + start, n=min(batch_size, req.n - start))
-            paths += save_images(generate_checked(gen, part, batch_size), out_dir)
+        warn_request(gen, req)
+        for images in image_batches(gen, req, batch_size):
+            paths += save_images(images, out)
             if progress is not None:
-                progress(part.n)
+                progress(len(images))
     return paths
 
 
 __all__ = ["LoadedModel", "Request", "check_request", "decode", "expert_routing", "generate", "generate_files", "initial_noise",
-           "load_generator", "parameters_text", "parse_parameters", "parse_size", "png_info", "read_model_config",
-           "read_prompts", "sample_latents", "save_images", "tokenize"]
+           "image_batches", "load_generator", "parameters_text", "parse_parameters", "parse_size", "png_info",
+           "prompt_problem", "read_model_config", "read_prompts", "resolve_device", "sample_latents", "save_images",
+           "tokenize"]

@@ -24,6 +24,8 @@ from vampdiffusion.config import LatentConfig
 SDXL_HUB_ID = "madebyollin/sdxl-vae-fp16-fix"
 TAESDXL_HUB_ID = "madebyollin/taesdxl"
 TAESDXL_ENV = "VAMP_TAESDXL"
+HUB_IDS = {"sdxl": SDXL_HUB_ID, "taesdxl": TAESDXL_HUB_ID}  # where each backend's weights live on the hub
+HUB_SOURCE = "the hub id"  # vae_sources' last resort: the download itself, $VAMP_TAESDXL having been tried
 SCALING_FACTORS = {"sdxl": 0.13025, "taesdxl": 1.0}  # the factor each backend's latents need to reach std ≈ 1
 VAE_FACTOR = 8  # spatial compression of the SDXL-space VAEs: latent side = pixel side / 8
 
@@ -125,13 +127,26 @@ def _from_hub(cls, hub_id: str, backend: str, **kwargs):
 
 
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # SafetensorError, UnpicklingError, zip errors: all mean "not readable weights"
+        raise ValueError(f"{path} is not readable {path.suffix} weights ({_load_failure(e)}): the file is truncated "
+                         f"or not a state dict of tensors; download the TAESD-XL weights again") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
     return state
+
+
+def _load_failure(e: Exception) -> str:
+    """Why a weights file did not load, in a few words (torch's weights-only refusal advises loading the
+    file unsafely, which is not advice to repeat for a file that should hold tensors only)."""
+    if "Weights only load failed" in str(e):
+        return "a pickle holding objects other than tensors, refused because loading it could run code"
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
 def _original_files(path: Path) -> tuple[Path, Path] | None:
@@ -181,9 +196,9 @@ def load_taesd_original(encoder_file: str | Path, decoder_file: str | Path) -> t
     return module
 
 
-def _load_taesdxl(path_or_id: str) -> tuple[torch.nn.Module, str]:
+def _load_taesdxl(path_or_id: str, use_env: bool = True) -> tuple[torch.nn.Module, str]:
     from diffusers import AutoencoderTiny
-    env = os.environ.get(TAESDXL_ENV)
+    env = os.environ.get(TAESDXL_ENV) if use_env else None
     if path_or_id == TAESDXL_HUB_ID and env:
         path_or_id = env
     path = Path(path_or_id).expanduser()
@@ -240,8 +255,38 @@ def with_backend(cfg: LatentConfig, backend: str, path: str | None = None, scali
                                scaling_factor=SCALING_FACTORS[backend] if scaling_factor is None else scaling_factor)
 
 
-def load_vae(latent_cfg: LatentConfig, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> VAE:
-    """The frozen VAE named by `latents.vae` / `latents.vae_path`, in eval mode on `device` (fp32 unless `dtype`)."""
+def vae_sources(cfg: LatentConfig, override: str | None = None) -> list[tuple[str, str]]:
+    """Where a model's VAE weights are looked for, in order, as (what, path or hub id).
+
+    An explicit `override` is the only source (asked for by name, so it must not be silently replaced).
+    Otherwise latents.vae_path when it exists here or names a hub repo; a model folder copied from another
+    machine often names a local path that is not here, so then $VAMP_TAESDXL (taesdxl) and the backend's hub id."""
+    if override:
+        return [("--vae-path", str(override))]
+    stored = cfg.vae_path
+    if Path(stored).expanduser().exists() or _is_hub_id(stored):
+        return [("latents.vae_path", stored)]
+    sources = []
+    if cfg.vae == "taesdxl" and os.environ.get(TAESDXL_ENV):
+        sources.append((f"${TAESDXL_ENV}", os.environ[TAESDXL_ENV]))
+    sources.append((HUB_SOURCE, HUB_IDS[cfg.vae]))
+    return sources
+
+
+def missing_vae_error(cfg: LatentConfig, tried: list[str]) -> FileNotFoundError:
+    """The error when no source of vae_sources() worked: what was tried and the three ways to fix it."""
+    env = f", set {TAESDXL_ENV}=<folder with diffusers/ and original/>" if cfg.vae == "taesdxl" else ""
+    return FileNotFoundError(
+        f"the model's {cfg.vae} VAE latents.vae_path={cfg.vae_path} does not exist on this machine and no fallback "
+        f"worked ({'; '.join(tried)}); pass --vae-path <local {cfg.vae} weights>{env}, or connect to the internet "
+        f"so {HUB_IDS[cfg.vae]} can be downloaded")
+
+
+def load_vae(latent_cfg: LatentConfig, device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
+             use_env: bool = True) -> VAE:
+    """The frozen VAE named by `latents.vae` / `latents.vae_path`, in eval mode on `device` (fp32 unless `dtype`).
+
+    `use_env=False`: the TAESD-XL hub id means the hub, not $VAMP_TAESDXL."""
     backend = latent_cfg.vae
     if backend == "taesdxl" and latent_cfg.scaling_factor != SCALING_FACTORS["taesdxl"]:
         raise ValueError(f"latents.scaling_factor={latent_cfg.scaling_factor} does not fit latents.vae=taesdxl: "
@@ -250,12 +295,12 @@ def load_vae(latent_cfg: LatentConfig, device: str | torch.device = "cpu", dtype
         module, source = _load_sdxl(latent_cfg.vae_path)
         vae: VAE = SDXLVAE(module, latent_cfg.scaling_factor, source)
     else:
-        module, source = _load_taesdxl(latent_cfg.vae_path)
+        module, source = _load_taesdxl(latent_cfg.vae_path, use_env)
         vae = TinyVAE(module, latent_cfg.scaling_factor, source)
     with _quiet_diffusers():
         vae.module.to(device=device, dtype=dtype or torch.float32)
     return vae
 
 
-__all__ = ["SCALING_FACTORS", "VAE_FACTOR", "SDXL_HUB_ID", "TAESDXL_ENV", "TAESDXL_HUB_ID", "SDXLVAE", "TinyVAE", "VAE",
-           "load_taesd_original", "load_vae", "with_backend"]
+__all__ = ["HUB_IDS", "HUB_SOURCE", "SCALING_FACTORS", "VAE_FACTOR", "SDXL_HUB_ID", "TAESDXL_ENV", "TAESDXL_HUB_ID", "SDXLVAE", "TinyVAE", "VAE",
+           "load_taesd_original", "load_vae", "missing_vae_error", "vae_sources", "with_backend"]

@@ -318,28 +318,57 @@ class VampDiT(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "VampDiT":
-        """Rebuild from a folder written by save_pretrained; only config.json's "model" section is read."""
-        from safetensors.torch import load_file
+        """Rebuild from a folder written by save_pretrained; only config.json's "model" section is read.
+
+        A damaged or foreign file is a ValueError naming it and the fix, never a raw loader traceback."""
         directory = Path(directory)
         cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (cfg_path, weights_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found: a model folder holds {CONFIG_NAME} and {WEIGHTS_NAME} "
                                         f"(written by VampDiT.save_pretrained or a training run's export)")
-        values = json.loads(cfg_path.read_text())
+        try:
+            values = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ConfigError(f"{cfg_path} is not JSON ({e}); copy the model folder again") from None
         if not isinstance(values, dict) or not isinstance(values.get("model"), dict):
             raise ConfigError(f"{cfg_path}: expected a JSON object with a \"model\" section")
         model_cfg = config_from_dict({"model": values["model"]}).model
         with torch.device("meta"):  # no random init of weights that are about to be replaced
             model = cls(model_cfg)
-        state = load_file(str(weights_path), device=str(device))
-        expected = set(model.state_dict())
-        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-        if missing or unexpected:
-            raise ValueError(f"{weights_path} does not match the model of {cfg_path}: "
-                             f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-                             f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
+        state = _read_weights(weights_path)
+        _check_state(state, model.state_dict(), weights_path, cfg_path)
         model.load_state_dict(state, strict=True, assign=True)
-        return model
+        return model.to(device)
 
 
+_PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save zip archive, legacy pickle
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file on the CPU (moved to the device after the checks, so a device problem is not
+    reported as a bad file)."""
+    from safetensors.torch import load_file
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as e:  # SafetensorError, OSError, ...: the file is not a complete safetensors file
+        with open(path, "rb") as f:
+            head = f.read(4)
+        what = ("a PyTorch pickle (torch.save), not safetensors" if head.startswith(_PICKLE_MAGIC)
+                else f"not a complete safetensors file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})")
+        raise ValueError(f"{path} is {what}: copy the model folder again, or re-export it with "
+                         f"VampDiT.save_pretrained (a training run writes it to RUN/model/)") from None
+
+
+def _check_state(state: dict, expected: dict, weights_path: Path, cfg_path: Path) -> None:
+    missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise ValueError(f"{weights_path} does not match the model of {cfg_path}: "
+                         f"missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
+                         f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}")
+    wrong = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise ValueError(f"{weights_path} does not match the model of {cfg_path}: {len(wrong)} tensor(s) have other "
+                         f"shapes, e.g. {k} is {list(state[k].shape)}, the config builds {list(expected[k].shape)}; "
+                         f"keep the config.json that was saved with these weights")
