@@ -17,6 +17,7 @@ from vampdiffusion.models.dit import VampDiT
 from vampdiffusion.models.moe import is_expert_or_router
 from vampdiffusion.training import checkpoint as ckpt
 from vampdiffusion.training import train as T
+from vampdiffusion.training.signals import EXIT_PREEMPTED
 
 
 @pytest.fixture(autouse=True)
@@ -115,7 +116,7 @@ def test_sigterm_checkpoints_and_resume_finishes(data, tmp_path, monkeypatch):
 
     monkeypatch.setattr(T, "training_loss", loss_then_sigterm)
     run = tmp_path / "run"
-    assert T.train(tiny_config("train.ckpt_every=100"), 1, data, run) == 0
+    assert T.train(tiny_config("train.ckpt_every=100"), 1, data, run) == EXIT_PREEMPTED == 75   # not "finished"
     assert [s for s, _ in ckpt.list_checkpoints(run)] == [4]
     monkeypatch.setattr(T, "training_loss", real)
     assert T.train(tiny_config("train.ckpt_every=100"), 1, data, run, resume=True) == 0

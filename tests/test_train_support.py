@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 
 from vampdiffusion.atomic import atomic_write_json
 from vampdiffusion.config import Config, load_config
-from vampdiffusion.latents.shards import write_shard
+from vampdiffusion.latents.shards import SHARDS_JSON_KEYS, write_shard, write_shards_json
 from vampdiffusion.data.vocab import TagVocab
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,17 +18,22 @@ VOCAB = ["gothic", "dark", "masterpiece", "red", "blue", "circle", "square",
          "star", "monochrome", "lineart"]
 
 
-def write_latent_dataset(root: Path, n: int = 48, hw: int = 4, seed: int = 0) -> Path:
-    """A latent folder as `vamp data encode` writes it: one fp16 shard of (n, 4, hw, hw), index, vocab, dataset.json."""
+def write_latent_dataset(root: Path, n: int = 48, hw: int = 4, seed: int = 0, shards: int = 1,
+                         checksum: bool = False) -> Path:
+    """A latent folder as `vamp data encode` writes it: fp16 shards of (n / shards, 4, hw, hw), index, shards.json
+    (with its shards.json.sha256 when `checksum`: tests that rewrite shards.json by hand go without), vocab,
+    dataset.json."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     latents = rng.standard_normal((n, 4, hw, hw)).astype(np.float16)
-    record = write_shard(root, 0, latents, {"bucket": [hw * 8, hw * 8], "skipped": []})
+    bounds = np.linspace(0, n, shards + 1).astype(int)
+    records = [write_shard(root, k, latents[a:b], {"bucket": [hw * 8, hw * 8], "skipped": []})
+               for k, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
     tag_ids = [[2, *sorted(rng.choice(np.arange(4, 4 + len(VOCAB)), size=3, replace=False).tolist()), 3] for _ in range(n)]
     table = pa.table({
         "id": pa.array(np.arange(n), pa.int64()),
-        "shard": pa.array(np.zeros(n), pa.int64()),
-        "row": pa.array(np.arange(n), pa.int64()),
+        "shard": pa.array(np.repeat(np.arange(shards), np.diff(bounds)), pa.int64()),
+        "row": pa.array(np.concatenate([np.arange(b - a) for a, b in zip(bounds[:-1], bounds[1:])]), pa.int64()),
         "latent_h": pa.array(np.full(n, hw), pa.int32()),
         "latent_w": pa.array(np.full(n, hw), pa.int32()),
         "tag_ids": pa.array(tag_ids, pa.list_(pa.int32())),
@@ -39,9 +44,11 @@ def write_latent_dataset(root: Path, n: int = 48, hw: int = 4, seed: int = 0) ->
         "split": pa.array(["train"] * n),
     })
     pq.write_table(table, root / "index.parquet")
-    atomic_write_json(root / "shards.json", {"shards": [{k: record[k] for k in ("shard", "file", "rows", "shape",
-                                                                                    "sha256", "bucket")}],
-                                             "num_rows": n})
+    if checksum:
+        write_shards_json(root, records, n)
+    else:
+        atomic_write_json(root / "shards.json", {"shards": [{k: r[k] for k in SHARDS_JSON_KEYS} for r in records],
+                                                 "num_rows": n})
     atomic_write_json(root / "dataset.json", {"vae": "taesdxl", "vae_path": "/nonexistent/taesdxl",
                                               "scaling_factor": 1.0})
     TagVocab(VOCAB).save(root / "vocab.json")

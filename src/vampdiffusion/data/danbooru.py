@@ -5,10 +5,25 @@ Bad input never stops a run: every record that cannot be used is counted under i
 Both rating schemes are read: current g/s/q/e (general, sensitive, questionable, explicit) and the
 pre-2022 s/q/e (safe, questionable, explicit). Older dumps (Danbooru2021) that carry `tags` as a list
 of {name, category} objects, ids and scores as strings, or `created_at` as epoch seconds are read too.
+
+Text: UTF-8, with or without a byte-order mark; JSON lines may end in LF, CRLF or CR alone. Numbers given
+as strings must be written with ASCII digits: "١٢٣" or fullwidth "１２３" is counted as bad_id (or
+missing_score, or an absent aesthetic) rather than read as 123, because Danbooru never writes them and a
+string of other scripts' digits is damage or spoofing, not an id to look images up by. Integers outside
+int64 are bad the same way; a number too large for a float (JSON allows 400 digits) is an absent aesthetic.
+
+Damage: a truncated or corrupt gzip/zstd stream is counted once (corrupt_posts_file, with a warning) and
+every record decoded before the damage is kept. In a JSON array a malformed element is counted once
+(malformed_json) and reading resumes at the next object at the array's top level (_Resync): when the
+damage leaves quotes, backslashes and brackets alone it costs exactly the damaged record. Damage to those
+characters is repaired by a rule that can only make the reader skip too little, never past the next good
+record; a record boundary found too early costs extra malformed_json counts (and fragments counted as
+not posts), and damage between two records may merge the next one into the malformed element.
 """
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import io
 import json
@@ -16,6 +31,7 @@ import math
 import re
 import time
 import warnings
+import zlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +42,8 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 PARQUET_MAGIC = b"PAR1"
 CHUNK_CHARS = 1 << 20            # JSON-array reader: characters read at a time
 MAX_RECORD_CHARS = 64 << 20      # JSON-array reader: a single record larger than this is malformed
+MAX_OPEN_BRACKETS = 4096         # JSON-array resynchronisation: deeper nesting is not tracked
+ZSTD_READ_BYTES = 1 << 16        # compressed bytes fed to the zstd decompressor at a time
 PARQUET_BATCH_ROWS = 65536
 
 # the SPEC §1 fields read from a record (all others are ignored)
@@ -39,7 +57,8 @@ CATEGORY_KEYS = tuple(f"tag_string_{c}" for c in TAG_CATEGORIES)
 CATEGORY_NUMBERS = {"0": "general", "1": "artist", "3": "copyright", "4": "character", "5": "meta"}
 # rating words of both schemes -> letter (old "safe" and new "sensitive" share the letter s)
 RATING_WORDS = {"general": "g", "safe": "s", "sensitive": "s", "questionable": "q", "explicit": "e"}
-_YEAR = re.compile(r"\s*(\d{4})-")
+_YEAR = re.compile(r"\s*([0-9]{4})-")
+_INT_STRING = re.compile(r"[+-]?[0-9]{1,19}")
 _MD5 = re.compile(r"[0-9a-f]{32}")
 INT64_MAX = (1 << 63) - 1
 
@@ -71,26 +90,21 @@ def _int(v: Any) -> int | None:
         return v if -INT64_MAX <= v <= INT64_MAX else None
     if isinstance(v, float):
         return int(v) if math.isfinite(v) and v == int(v) and abs(v) <= INT64_MAX else None
-    if isinstance(v, str):
-        s = v.strip()
-        if s.lstrip("-").isdigit() and len(s) < 19:
-            return int(s)
+    if isinstance(v, str) and _INT_STRING.fullmatch(v.strip()):
+        return _int(int(v))
     return None
 
 
 def _float(v: Any) -> float:
     if isinstance(v, bool) or v is None:
         return math.nan
-    if isinstance(v, (int, float)):
+    if not isinstance(v, (int, float, str)) or (isinstance(v, str) and not v.isascii()):
+        return math.nan
+    try:
         f = float(v)
-        return f if math.isfinite(f) else math.nan
-    if isinstance(v, str):
-        try:
-            f = float(v)
-        except ValueError:
-            return math.nan
-        return f if math.isfinite(f) else math.nan
-    return math.nan
+    except (ValueError, OverflowError):  # OverflowError: an int of hundreds of digits
+        return math.nan
+    return f if math.isfinite(f) else math.nan
 
 
 def _truthy(v: Any) -> bool:
@@ -103,8 +117,10 @@ def _year(v: Any) -> int | None:
     if isinstance(v, str):
         m = _YEAR.match(v)
         return int(m.group(1)) if m else None
-    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 <= v < 1e11:
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1e11:  # false for NaN and huge ints
         return time.gmtime(int(v)).tm_year  # epoch seconds
+    if isinstance(v, datetime.date):  # a parquet date column (datetime is a date too)
+        return v.year
     return None
 
 
@@ -163,6 +179,8 @@ def parse_post(rec: Any) -> Post | str:
         if up is None or down is None:
             return "missing_score"
         score = up - abs(down)
+        if abs(score) > INT64_MAX:
+            return "missing_score"
     year = _year(rec.get("created_at"))
     if year is None:
         return "missing_created_at"
@@ -184,22 +202,88 @@ def parse_post(rec: Any) -> Post | str:
 # Files
 # ----------------------------------------------------------------------------
 
-def _open_binary(path: Path) -> BinaryIO:
+def _open_binary(path: Path, magic: bytes) -> BinaryIO:
     """The decompressed byte stream of a posts file (gzip / zstd detected from the magic bytes)."""
-    f = open(path, "rb")
-    magic = f.read(4)
-    f.seek(0)
     if magic[:2] == GZIP_MAGIC:
-        return gzip.GzipFile(fileobj=f)  # type: ignore[return-value]
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     if magic == ZSTD_MAGIC:
+        return _ZstdFrames(open(path, "rb"))  # type: ignore[return-value]
+    return open(path, "rb")
+
+
+class _ZstdFrames(io.RawIOBase):
+    """The decompressed bytes of every zstd frame of a file, in order.
+
+    zstandard's stream_reader stops quietly where its input stops, so a file cut inside a frame would read
+    as a shorter, complete one; here the input ending inside a frame raises EOFError."""
+
+    def __init__(self, f: BinaryIO):
         import zstandard
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(f, closefd=True))  # type: ignore[arg-type]
-    return f
+        self.f, self.dctx, self.zstd_error = f, zstandard.ZstdDecompressor(), zstandard.ZstdError
+        self.frame = self.dctx.decompressobj()
+        self.out, self.at = b"", 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        while self.at == len(self.out):
+            data = self.f.read(ZSTD_READ_BYTES)
+            if not data:
+                if not self.frame.eof:
+                    raise EOFError("the zstd stream ends inside a frame")
+                return 0
+            self.out, self.at = self._decompress(data), 0
+        n = min(len(b), len(self.out) - self.at)
+        b[:n] = self.out[self.at:self.at + n]
+        self.at += n
+        return n
+
+    def _decompress(self, data: bytes) -> bytes:
+        parts = []
+        while data:
+            if self.frame.eof:  # a file may hold several frames (pzstd, cat a.zst b.zst)
+                self.frame = self.dctx.decompressobj()
+            try:
+                parts.append(self.frame.decompress(data))
+            except self.zstd_error as e:
+                raise OSError(f"corrupt zstd data: {e}") from e
+            data = self.frame.unused_data if self.frame.eof else b""
+        return b"".join(parts)
+
+    def close(self) -> None:
+        self.f.close()
+        super().close()
+
+
+class _UntilDamage(io.RawIOBase):
+    """A decompressed stream that ends cleanly at its first damage, kept in `error`.
+
+    Reads go one decompressed piece at a time (read1): a read that raises would take the text it had
+    gathered with it, and the records decoded before the damage must all be delivered."""
+
+    def __init__(self, inner: BinaryIO):
+        self.inner, self.error = inner, None
+        self.read_piece = getattr(inner, "read1", inner.read)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        if self.error is not None:
+            return 0
+        try:
+            data = self.read_piece(len(b))
+        except (OSError, EOFError, zlib.error) as e:
+            self.error = e
+            return 0
+        b[:len(data)] = data
+        return len(data)
 
 
 def _iter_json_lines(text: TextIO, bad: Counter) -> Iterator[Any]:
     for line in text:
-        line = line.strip()
+        line = line.strip().lstrip("\ufeff")  # a byte-order mark where files were concatenated
         if not line:
             continue
         try:
@@ -208,38 +292,249 @@ def _iter_json_lines(text: TextIO, bad: Counter) -> Iterator[Any]:
             bad["malformed_json"] += 1
 
 
-def _iter_json_array(text: TextIO, bad: Counter) -> Iterator[Any]:
-    """Elements of a top-level JSON array, decoded one at a time from a stream."""
-    dec = json.JSONDecoder()
-    buf, pos, eof = text.read(CHUNK_CHARS), 0, False
-    pos = buf.index("[") + 1
-    while True:
-        while True:  # skip separators, refilling the buffer as needed
-            while pos < len(buf) and buf[pos] in " \t\r\n,":
-                pos += 1
-            if pos < len(buf) or eof:
-                break
-            more = text.read(CHUNK_CHARS)
-            buf, pos, eof = buf[pos:] + more, 0, not more
-        if pos >= len(buf) or buf[pos] == "]":
-            return
-        try:
-            obj, end = dec.raw_decode(buf, pos)
-        except (ValueError, RecursionError):
-            if not eof and len(buf) - pos < MAX_RECORD_CHARS:  # perhaps only cut by the chunk boundary
-                more = text.read(CHUNK_CHARS)
-                buf, pos, eof = buf[pos:] + more, 0, not more
-                continue
-            bad["malformed_json"] += 1
-            nxt = buf.find("{", pos + 1)  # resynchronise at the next object
-            if nxt < 0:
+_BLANKS = re.compile(r"[ \t\r\n]*")
+_SEPARATORS = re.compile(r"[ \t\r\n,]*")
+_SKIPPED, _END = object(), object()
+
+
+class _ArrayReader:
+    """Elements of a top-level JSON array, decoded one at a time from a text stream.
+
+    Arrays nested in it or back to back after it (API pages collected into one file) are read through as
+    one. A malformed element is counted and skipped (_Resync); an element merely cut by the chunk boundary
+    is completed first, up to MAX_RECORD_CHARS."""
+
+    def __init__(self, text: TextIO, bad: Counter):
+        self.text, self.bad, self.dec = text, bad, json.JSONDecoder()
+        self.buf, self.pos, self.eof, self.depth = "", 0, False, 0  # depth: arrays open
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            c = self._skip(_SEPARATORS if self.depth else _BLANKS)
+            if c == "":
+                if self.depth:
+                    self.bad["malformed_json"] += 1  # the array never closes: the file ends early
                 return
-            pos = nxt
-            continue
-        yield obj
-        pos = end
-        if pos > CHUNK_CHARS:
-            buf, pos = buf[pos:], 0
+            if c in "[]" and (c == "[" or self.depth):
+                self.depth += 1 if c == "[" else -1
+                self.pos += 1
+            elif self.depth == 0:  # text after the array's end
+                self.bad["malformed_json"] += 1
+                if c != "{" and not self._resync(self.pos)[0]:
+                    return
+                self.depth = 1
+            else:
+                obj = self._element()
+                if obj is _END:
+                    return
+                if obj is not _SKIPPED:
+                    yield obj
+
+    def _element(self) -> Any:
+        """The element at pos, pos moving past it; _SKIPPED once a malformed one is counted and skipped,
+        _END when the input ends inside it."""
+        start = self.pos
+        try:
+            obj, self.pos = self.dec.raw_decode(self.buf, start)
+            return obj
+        except (ValueError, RecursionError):
+            pass
+        found, start, refilled = self._resync(start)
+        if refilled and start >= 0:  # perhaps it was only cut by the chunk boundary
+            try:
+                obj, self.pos = self.dec.raw_decode(self.buf, start)
+                return obj
+            except (ValueError, RecursionError):
+                pass
+        self.bad["malformed_json"] += 1
+        return _SKIPPED if found else _END
+
+    def _resync(self, start: int) -> tuple[bool, int, bool]:
+        """Scan from the element at `start` to the next boundary and leave pos there. Returns (a boundary
+        was found, the element's start in buf or -1 once it outgrew MAX_RECORD_CHARS, text was read)."""
+        scan, i, refilled = _Resync(start, nested=self.depth > 1), start, False
+        while True:
+            j = scan.run(self.buf, i, self.eof)
+            if j >= 0 or self.eof:
+                self.pos = j if j >= 0 else len(self.buf)
+                return j >= 0, start, refilled
+            i = scan.resume
+            if start >= 0 and i - start > MAX_RECORD_CHARS:
+                start = -1  # too long to be a record: its text need not be held
+            dropped = self._more(start if start >= 0 else i)
+            if dropped >= 0:  # (at the end of input, run once more to settle a pending "]" or escape)
+                refilled, i = True, i - dropped
+                scan.shift(dropped)
+                start = start - dropped if start >= 0 else -1
+
+    def _skip(self, blanks: re.Pattern) -> str:
+        """The next character that `blanks` does not match ("" at the end of the input); pos moves to it."""
+        while True:
+            self.pos = blanks.match(self.buf, self.pos).end()  # type: ignore[union-attr]
+            if self.pos < len(self.buf):
+                return self.buf[self.pos]
+            if self._more(self.pos) < 0:
+                return ""
+            self.pos = 0
+
+    def _more(self, keep: int) -> int:
+        """Append a chunk to the buffer, dropping the text before `keep`: the number of characters dropped,
+        or -1 at the end of the input."""
+        more = "" if self.eof else self.text.read(CHUNK_CHARS)
+        if not more:
+            self.eof = True
+            return -1
+        self.buf = self.buf[keep:] + more
+        return keep
+
+
+_TOKEN = re.compile(r'["\\{}\[\],:]')
+_IN_STRING = re.compile(r'["\\]')
+_BLANK_GAP = re.compile(r"[ \t\r\n]*")
+_WORD_GAP = re.compile(r"[ \t\r\n0-9A-Za-z_.+-]*")  # numbers, true, false, null
+_NONBLANK = re.compile(r"[^ \t\r\n]")
+
+
+class _Resync:
+    """Finds where a malformed array element ends: at the next object of the array's top level (the `{`
+    of the next record) or at the array's closing `]`.
+
+    It follows strings and open brackets from the element's start as a JSON parser would, but never
+    fails. Where the text contradicts JSON's grammar it repairs its state: it closes brackets or reads a
+    quote the other way, and never opens a bracket it is not sure of, so it believes itself at most as
+    deep as the text truly is and cannot walk past a record boundary; the price is a boundary taken too
+    early inside the damaged record. Only contradictions between adjacent tokens count: a stray character
+    between them (prev "?") is the damage itself, and the tokens around it are taken as they are.
+    """
+
+    def __init__(self, start: int, nested: bool):
+        self.start, self.nested, self.stack, self.in_str, self.prev = start, nested, [], False, ","
+        self.boundary, self.resume = -1, start
+        self.opened = self.closed = self.reread_end = -1  # the last string's quotes; see _misread
+        self.low = self.low_at_open = 0  # fewest brackets open since the last string closed; at its opening
+
+    def shift(self, n: int) -> None:
+        """The buffer lost its first n characters."""
+        self.start, self.opened, self.closed = self.start - n, self.opened - n, self.closed - n
+        self.reread_end = self.reread_end - n if self.reread_end >= 0 else -1
+
+    def run(self, buf: str, i: int, eof: bool) -> int:
+        """The index of the boundary, or -1 when the text ends first (self.resume: where to go on)."""
+        step: int | None = i
+        while step is not None and self.boundary < 0:
+            step = self._in_string(buf, step, eof) if self.in_str else self._outside(buf, step, eof)
+        return self.boundary
+
+    def _in_string(self, buf: str, i: int, eof: bool) -> int | None:
+        m = _IN_STRING.search(buf, i)
+        if m is None:
+            self.resume = len(buf)
+            return None
+        j = m.start()
+        if buf[j] == '"':
+            self._string_closed(j)
+            return j + 1
+        if j + 1 < len(buf):
+            return j + 2  # an escape: the next character belongs to the string
+        self.resume = len(buf) if eof else j
+        return None
+
+    def _outside(self, buf: str, i: int, eof: bool) -> int | None:
+        m = _TOKEN.search(buf, i)
+        end = m.start() if m else len(buf)
+        if not _BLANK_GAP.fullmatch(buf, i, end):
+            if not _WORD_GAP.fullmatch(buf, i, end):
+                self.prev = "?"
+            elif self.prev == '"':  # a word right after a string: its closing quote opened one instead
+                return self._misread(end)
+            elif self.prev != "?":
+                self.prev = "v"
+        if m is None:
+            self.resume = len(buf)
+            return None
+        return self._token(buf, end, eof)
+
+    def _token(self, buf: str, j: int, eof: bool) -> int | None:
+        c = buf[j]
+        if self.prev == '"' and c in '"{[\\':  # none may follow a string: its closing quote opened one
+            return self._misread(j)
+        if c == '"':
+            self._quote(j)
+        elif c in "{[":
+            return self._open(c, j)
+        elif c == "}" or (c == "]" and "[" in self.stack):
+            opener = "{" if c == "}" else "["
+            if opener in self.stack:  # closes the innermost open one of its kind, and all open inside it
+                self._pop_to(len(self.stack) - 1 - self.stack[::-1].index(opener))
+            self.prev = c
+        elif c == "]":
+            return self._array_end(buf, j, eof)
+        elif c == ":":
+            while self.stack and self.stack[-1] == "[":  # no list holds a key: it closed unseen
+                self._pop_to(len(self.stack) - 1)
+            self.prev = c
+        else:  # "," (a backslash outside a string is damage)
+            self.prev = c if c == "," else "?"
+        return j + 1
+
+    def _quote(self, j: int) -> None:
+        if self.reread_end >= 0:  # quotes inside a string read again are its content, up to its end
+            if j == self.reread_end:
+                self.reread_end = -1
+                self._string_opened(j)
+        elif self.prev in "{[,:?":
+            self._string_opened(j)
+        else:  # no string may open here: it is the end of one that was missed
+            self.opened = -1
+            self._string_closed(j)
+
+    def _open(self, c: str, j: int) -> int:
+        if self.stack and self.stack[-1] == "{" and self.prev in ",{":
+            # an object member starts with its key, not a bracket: the objects open here closed unseen
+            while self.stack and self.stack[-1] == "{":
+                self._pop_to(len(self.stack) - 1)
+        if c == "{" and not self.stack and j > self.start and self.prev != ":":
+            self.boundary = j  # an object at the array's top level: the next record
+            return j
+        if len(self.stack) < MAX_OPEN_BRACKETS and self.reread_end < 0:  # too shallow is the safe side
+            self.stack.append(c)
+        self.prev = c
+        return j + 1
+
+    def _array_end(self, buf: str, j: int, eof: bool) -> int | None:
+        """A `]` closing no list opened in the element: where an enclosing array ends. At the top level,
+        only if what follows is the end of the input or another array (else it is damage, and skipped)."""
+        m = _NONBLANK.search(buf, j + 1)
+        if m is None and not eof and not self.nested:
+            self.resume = j
+            return None
+        if self.nested or m is None or buf[m.start()] == "[":
+            self.boundary = j
+            return j
+        self.prev = "]"
+        return j + 1
+
+    def _misread(self, i: int) -> int:
+        """The last string was not one: the quote that closed it opened a string (its own closing quote was
+        lost, say). Its text is read again as outside a string, up to that quote, which then opens one.
+        The quote that opened it may have closed a string instead, making the text before it a string's
+        content: brackets opened since the string before it are closed (the safe side)."""
+        self._pop_to(self.low_at_open)
+        if self.opened < 0:  # its text is no longer held (or it had no opening quote): no second reading
+            self._string_opened(self.closed)
+            return i
+        self.reread_end, self.prev = self.closed, "?"
+        return self.opened + 1
+
+    def _string_opened(self, j: int) -> None:
+        self.in_str, self.opened, self.low_at_open = True, j, self.low
+
+    def _string_closed(self, j: int) -> None:
+        self.in_str, self.prev, self.closed, self.low = False, '"', j, len(self.stack)
+
+    def _pop_to(self, n: int) -> None:
+        del self.stack[n:]
+        self.low = min(self.low, n)
 
 
 def _iter_parquet(path: Path, bad: Counter) -> Iterator[Any]:
@@ -247,7 +542,15 @@ def _iter_parquet(path: Path, bad: Counter) -> Iterator[Any]:
     pf = pq.ParquetFile(path)
     columns = [c for c in POST_FIELDS if c in pf.schema_arrow.names]
     for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
-        yield from batch.to_pylist()
+        yield from _timestamps_as_epoch(batch).to_pylist()
+
+
+def _timestamps_as_epoch(batch: Any) -> Any:
+    """Timestamp columns as epoch seconds: as datetimes, one value past year 9999 would fail the batch."""
+    import pyarrow as pa
+    cols = [c.cast(pa.timestamp("s", c.type.tz), safe=False).cast(pa.int64()) if pa.types.is_timestamp(c.type)
+            else c for c in batch.columns]
+    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
 
 
 def iter_records(path: str | Path, bad: Counter) -> Iterator[Any]:
@@ -264,23 +567,19 @@ def iter_records(path: str | Path, bad: Counter) -> Iterator[Any]:
             bad["corrupt_posts_file"] += 1
             warnings.warn(f"{path}: unreadable parquet data ({e}); records before it were read")
         return
-    try:
-        with _open_binary(path) as raw:
-            text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="")
-            head = text.read(4096)
-            chained = _Chain(io.StringIO(head), text)
-            if head.lstrip()[:1] == "[":
-                yield from _iter_json_array(chained, bad)
-            else:
-                yield from _iter_json_lines(chained, bad)
-    except (EOFError, OSError) as e:  # truncated or corrupt gzip / zstd stream: keep what was read
+    with _open_binary(path, magic) as raw:
+        stream = _UntilDamage(raw)
+        text = io.TextIOWrapper(io.BufferedReader(stream), encoding="utf-8-sig", errors="replace", newline="")
+        head = text.read(4096)
+        chained = _Chain(io.StringIO(head, newline=""), text)
+        if head.lstrip()[:1] == "[":
+            yield from _ArrayReader(chained, bad)
+        else:
+            yield from _iter_json_lines(chained, bad)
+    if stream.error is not None:
         bad["corrupt_posts_file"] += 1
-        warnings.warn(f"{path}: the compressed stream ends early or is corrupt ({e}); records before it were read")
-    except Exception as e:
-        if type(e).__name__ != "ZstdError":
-            raise
-        bad["corrupt_posts_file"] += 1
-        warnings.warn(f"{path}: corrupt zstd stream ({e}); records before it were read")
+        warnings.warn(f"{path}: the compressed stream ends early or is corrupt ({stream.error}); "
+                      "records before it were read")
 
 
 class _Chain(io.TextIOBase):
@@ -295,9 +594,9 @@ class _Chain(io.TextIOBase):
             return s + self.tail.read()
         return s + self.tail.read(n - len(s)) if len(s) < n else s
 
-    def __iter__(self):  # lines
+    def __iter__(self):  # lines, ended by LF, CRLF or CR alone (the head is split the way the tail is)
         for line in self.head:
-            if not line.endswith("\n"):
+            if not line.endswith(("\n", "\r")):
                 line += self.tail.readline()
             yield line
         yield from self.tail

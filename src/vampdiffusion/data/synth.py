@@ -458,7 +458,8 @@ def post_record(p: dict, md5: str, width: int, height: int) -> dict:
     }
 
 
-def truth_record(p: dict, path: str | None) -> dict:
+def truth_record(p: dict, where: tuple[str, str] | None) -> dict:
+    """What post p shows; `where` = (file relative to the set, tar member or ""), None for a missing image."""
     side = p["side"]
     scale = side / p.get("side_src", side)
     objects = []
@@ -468,7 +469,8 @@ def truth_record(p: dict, path: str | None) -> dict:
                         "size": o["size"], "position": o["position"],
                         "bbox": [int(x0 * scale), int(y0 * scale), int(math.ceil(x1 * scale)), int(math.ceil(y1 * scale))]})
     return {
-        "id": p["id"], "kind": p["kind"], "path": path, "width": side, "height": side,
+        "id": p["id"], "kind": p["kind"], "path": where[0] if where else None,
+        "member": where[1] if where else None, "width": side, "height": side,
         "tags": p["general"], "prompt": ", ".join(t.replace("_", " ") for t in p["general"]),
         "objects": objects, "background": p["background"], "background_rgb": [list(c) for c in BACKGROUNDS[p["background"]]],
         "style": p["style"], "style_name": STYLE_NAMES[p["style"]] if p["style"] >= 0 else "unlabeled",
@@ -506,7 +508,7 @@ def synthesize(a: SynthArgs, out: Path) -> dict:
             records.append(post_record(p, md5, w, side))
             shard = p["id"] % 1000
             name = f"{p['id']}.{p['ext']}"
-            rel = f"data-{shard:04d}.tar::{name}" if a.tar else f"original/{shard:04d}/{name}"
+            rel = (f"data-{shard:04d}.tar", name) if a.tar else (f"original/{shard:04d}/{name}", "")
             if p["kind"] != "missing_image":
                 if a.tar:
                     members.setdefault(shard, []).append((name, data))

@@ -20,6 +20,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
@@ -37,6 +38,20 @@ MAX_OPEN_SHARDS = 256                          # memory maps kept open per proce
 # Dataset
 # ----------------------------------------------------------------------------
 
+def read_index(index_path: Path) -> tuple[pa.Table, list[str]]:
+    """(the loader's columns, every column name) of index.parquet; a damaged file is a ValueError naming it."""
+    try:
+        names = pq.read_schema(index_path).names
+        missing = [c for c in INDEX_COLUMNS if c not in names]
+        if not missing:
+            return pq.read_table(index_path, columns=[c for c in names if c in INDEX_COLUMNS + CURATION_COLUMNS]), names
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError … on a truncated or foreign file
+        raise ValueError(f"{index_path} is not a readable parquet file ({type(e).__name__}); "
+                         f"check it with `vamp data verify {index_path.parent}`, re-run `vamp data encode`") from None
+    raise ValueError(f"{index_path} lacks column(s) {missing}; re-run `vamp data encode` on a manifest "
+                     f"written by `vamp data prepare`")
+
+
 class LatentDataset(torch.utils.data.Dataset):
     """Rows of one split of a latent dataset folder. Shards are memory-mapped lazily in each process."""
 
@@ -48,12 +63,7 @@ class LatentDataset(torch.utils.data.Dataset):
         if not index_path.is_file():
             raise FileNotFoundError(f"{index_path} not found: {root} is not a finished latent dataset; "
                                     f"run `vamp data encode --out {root}`")
-        names = pq.read_schema(index_path).names
-        missing = [c for c in INDEX_COLUMNS if c not in names]
-        if missing:
-            raise ValueError(f"{index_path} lacks column(s) {missing}; re-run `vamp data encode` on a manifest "
-                             f"written by `vamp data prepare`")
-        table = pq.read_table(index_path, columns=[c for c in names if c in INDEX_COLUMNS + CURATION_COLUMNS])
+        table, names = read_index(index_path)
         if split is not None:
             table = table.filter(pc.equal(table["split"], split))
             if table.num_rows == 0:

@@ -4,16 +4,21 @@ Full checkpoint: `RUN_DIR/checkpoints/step_NNNNNNNN.pt`, one plain dict (model, 
 step, data-loader state, RNG states, config, package version) written with `torch.save` through
 `vampdiffusion.atomic` (temp + fsync + rename), then a sidecar `step_NNNNNNNN.pt.json` holding the
 file's size and sha256. A file without a sidecar, or whose size / hash disagree with it, or that
-fails to load, is skipped with a warning and the previous one is used.
+fails to load, or that lacks a key the trainer resumes from (REQUIRED_KEYS), is skipped with a warning
+and the previous one is used. Unusable checkpoints are moved aside (`checkpoints/unusable-<time>/`),
+never deleted.
 
 EMA-only: `RUN_DIR/ema/ema_NNNNNNNN.safetensors` (the full model state with EMA weights).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import re
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,8 @@ log = logging.getLogger("vampdiffusion.train")
 
 _STEP_RE = re.compile(r"^step_(\d+)\.pt$")
 _EMA_RE = re.compile(r"^ema_(\d+)\.safetensors$")
+REQUIRED_KEYS = ("model", "optimizer", "ema", "progress", "data", "rng", "phase")  # what the trainer resumes from
+TEMP_FOLDERS = ("checkpoints", "model", "ema")  # where the trainer's atomic writes leave `.*.tmp` when killed
 
 
 # ----------------------------------------------------------------------------
@@ -60,7 +67,6 @@ def verify_checkpoint(path: Path) -> str | None:
     sidecar = path.with_name(path.name + ".json")
     if not sidecar.is_file():
         return "no size/sha256 sidecar (the write did not finish)"
-    import json
     try:
         meta = json.loads(sidecar.read_text())
         size, digest = int(meta["size"]), str(meta["sha256"])
@@ -78,23 +84,69 @@ def load_checkpoint(path: str | Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_latest_valid(run_dir: str | Path) -> tuple[dict, Path] | None:
-    """The newest checkpoint that verifies and loads; warns about every newer one that does not."""
-    for step, path in list_checkpoints(run_dir):
-        reason = verify_checkpoint(path)
-        if reason is None:
-            try:
-                return load_checkpoint(path), path
-            except Exception as e:  # a corrupt pickle stream raises many kinds of errors
-                reason = f"failed to load: {type(e).__name__}: {e}"
-        log.warning("checkpoint %s is not usable (%s); trying the previous one", path, reason)
+def missing_keys(state: object, required: tuple[str, ...]) -> str | None:
+    """None when `state` is a dict with every required key (and a progress step), else what it lacks."""
+    if not isinstance(state, dict):
+        return f"holds a {type(state).__name__}, not a checkpoint dict"
+    missing = [k for k in required if k not in state]
+    if missing:
+        return f"lacks required key(s) {', '.join(missing)}"
+    if "progress" in required and not (isinstance(state["progress"], dict) and "step" in state["progress"]):
+        return "its progress entry has no step"
     return None
 
 
+def load_usable(path: Path, required: tuple[str, ...] = ()) -> tuple[dict | None, str | None]:
+    """(state, None) when the checkpoint verifies, loads and has the required keys; else (None, why not)."""
+    reason = verify_checkpoint(path)
+    if reason is not None:
+        return None, reason
+    try:
+        state = load_checkpoint(path)
+    except Exception as e:  # a corrupt pickle stream raises many kinds of errors
+        return None, f"failed to load: {type(e).__name__}: {e}"
+    reason = missing_keys(state, required)
+    return (state, None) if reason is None else (None, reason)
+
+
+def scan_checkpoints(run_dir: str | Path, required: tuple[str, ...] = ()
+                     ) -> tuple[tuple[dict, Path] | None, list[tuple[Path, str]]]:
+    """(newest usable (state, path) or None, [(path, reason)] of every newer one that is not usable)."""
+    rejected = []
+    for _, path in list_checkpoints(run_dir):
+        state, reason = load_usable(path, required)
+        if reason is None:
+            return (state, path), rejected
+        log.warning("checkpoint %s is not usable (%s); trying the previous one", path, reason)
+        rejected.append((path, reason))
+    return None, rejected
+
+
+def load_latest_valid(run_dir: str | Path, required: tuple[str, ...] = ()) -> tuple[dict, Path] | None:
+    """The newest checkpoint that verifies, loads and has the `required` keys; warns about every newer one."""
+    return scan_checkpoints(run_dir, required)[0]
+
+
+def move_aside(run_dir: str | Path, paths: list[Path]) -> Path:
+    """Move checkpoints (and their sidecars) into `checkpoints/unusable-<time>/`; returns that folder."""
+    base = Path(run_dir) / "checkpoints" / f"unusable-{time.strftime('%Y%m%d-%H%M%S')}"
+    folder, n = base, 1
+    while folder.exists():  # two restarts within one second
+        n += 1
+        folder = base.with_name(f"{base.name}-{n}")
+    folder.mkdir(parents=True)
+    for path in paths:
+        for f in (path, path.with_name(path.name + ".json")):
+            if f.exists():
+                os.replace(f, folder / f.name)
+    return folder
+
+
 def remove_stale_temp_files(run_dir: str | Path) -> list[Path]:
-    """Temp files a kill left behind mid-write (`.step_….pt.*.tmp`); never a finished checkpoint."""
-    folder = Path(run_dir) / "checkpoints"
-    stale = [p for p in folder.glob(".*.tmp")] if folder.is_dir() else []
+    """Temp files a kill left behind mid-write (`.step_….pt.*.tmp`, `.model.safetensors.*.tmp`, …) in
+    checkpoints/, model/ and ema/; never a finished file."""
+    stale = [p for name in TEMP_FOLDERS if (Path(run_dir) / name).is_dir()
+             for p in (Path(run_dir) / name).glob(".*.tmp")]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

@@ -1,4 +1,4 @@
-"""SIGTERM / SIGINT → finish the current step, write a checkpoint, exit cleanly.
+"""SIGTERM / SIGINT → finish the current step, write a checkpoint, exit with EXIT_PREEMPTED.
 
 Preemptible machines send SIGTERM a little before they go; torchrun forwards it to every
 worker. The handler only sets a flag; the loop reads it between optimizer steps. A second
@@ -8,6 +8,10 @@ SIGINT (Ctrl-C twice) interrupts immediately.
 from __future__ import annotations
 
 import signal
+
+# EX_TEMPFAIL of sysexits.h: stopped by a signal after writing a checkpoint; resume with --resume.
+# Not 0, so a scheduler never reads a preempted job as a finished one.
+EXIT_PREEMPTED = 75
 
 
 class StopRequest:

@@ -3,6 +3,10 @@
     train(cfg, phase=1, data_dir=LATENTS, run_dir=RUN)                      # the Python API
     vamp train --config v1 --phase 2 --data LATENTS --out runs/p2 --init-from runs/p1 --resume
 
+Before the model is built: the latent dataset is verified (training/preflight.py), the newest usable
+checkpoint is found (an unusable one is moved aside, never written over), and the planner's memory estimate
+is compared with the device's. SIGTERM / SIGINT write a checkpoint and return EXIT_PREEMPTED (75).
+
 One optimizer step = `grad_accum` micro-batches of `micro_batch` images on each of the world's
 processes. Randomness of the loss (timesteps, noise, tag dropout) is drawn from a generator seeded
 by (seed, step, slot), slot = micro-step · world + rank, so a resumed run draws exactly what the
@@ -37,7 +41,8 @@ from vampdiffusion.training.ema import EMA
 from vampdiffusion.training.metrics import MetricsLogger, device_peak_flops, grad_norm, mfu, routing_scalars
 from vampdiffusion.training.optim import lr_at, make_optimizer, set_lr
 from vampdiffusion.training.samples import SampleGrid
-from vampdiffusion.training.signals import StopRequest
+from vampdiffusion.training.preflight import check_memory, verify_data
+from vampdiffusion.training.signals import EXIT_PREEMPTED, StopRequest
 
 log = logging.getLogger("vampdiffusion.train")
 
@@ -358,9 +363,9 @@ class Trainer:
                     self.periodic_outputs(step, grid, logger, latent_hw)
                 if stop:
                     self.save_checkpoint()
-                    log.info("stopped by %s at step %d; continue with the same command and --resume",
-                             self.stop.signal_name or "a signal on another rank", step)
-                    return 0
+                    log.info("stopped by %s at step %d (exit code %d); continue with the same command and --resume",
+                             self.stop.signal_name or "a signal on another rank", step, EXIT_PREEMPTED)
+                    return EXIT_PREEMPTED
                 if finite and (step % tcfg.ckpt_every == 0 or step == phase.steps):
                     self.save_checkpoint()
             log.info("phase %d finished: %d steps, %d images, %d skipped non-finite steps; model in %s",
@@ -473,35 +478,26 @@ class Trainer:
 
 
 def train(cfg: Config, phase_id: int, data_dir: Path, run_dir: Path, init_from: str | None = None,
-          resume: bool = False) -> int:
+          resume: bool = False, force_restart: bool = False) -> int:
+    """0 when the phase finished, 1 when it stopped on non-finite steps, EXIT_PREEMPTED (75) when a signal
+    stopped it after a checkpoint. Bad input (damaged data, unusable checkpoints, a model that cannot fit) is a
+    ValueError / FileNotFoundError / ConfigError naming the problem and the fix."""
     info = D.init_distributed()
     try:
         setup_logging(run_dir, info.is_main)
         cfg.train.phase(phase_id)
         if not data_dir.is_dir():
             raise FileNotFoundError(f"--data {data_dir} is not a folder (a latent dataset from `vamp data encode`)")
-        resume_state = None
-        if resume:
-            if info.is_main:
-                for p in ckpt.remove_stale_temp_files(run_dir):
-                    log.info("removed %s (a checkpoint write interrupted by the previous run's end)", p.name)
-            found = ckpt.load_latest_valid(run_dir)
-            if found is None:
-                log.info("--resume: no valid checkpoint in %s, starting phase %d from the beginning", run_dir, phase_id)
-            else:
-                resume_state, path = found
-                if resume_state["phase"] != phase_id:
-                    raise ValueError(f"{path} is a phase-{resume_state['phase']} checkpoint; this is --phase {phase_id}. "
-                                     f"Resume with --phase {resume_state['phase']}, or start phase {phase_id} in a new "
-                                     f"--out with --init-from {run_dir}")
-                log.info("resuming from %s (step %d)", path, resume_state["progress"]["step"])
-        elif ckpt.list_checkpoints(run_dir):
-            raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
-                             f"or choose a new --out")
+        if info.is_main:
+            for p in ckpt.remove_stale_temp_files(run_dir):
+                log.info("removed %s (a write interrupted by the previous run's end)", p.relative_to(run_dir))
+        verify_data(data_dir, run_dir, info)
+        resume_state = resume_point(run_dir, phase_id, resume, force_restart, info)
         if init_from is not None and resume_state is None:
             adopt_init_latent_space(cfg, init_from)
         read_data_description(cfg, data_dir)
-        if resume_state is not None:
+        check_memory(cfg, cfg.train.phase(phase_id), data_dir, info)
+        if resume_state is not None and "config" in resume_state:
             _warn_config_changes(config_from_dict(resume_state["config"]), cfg)
         if info.is_main:
             save_config_yaml(cfg, run_dir / "config.yaml")
@@ -510,6 +506,56 @@ def train(cfg: Config, phase_id: int, data_dir: Path, run_dir: Path, init_from: 
         return trainer.run()
     finally:
         D.shutdown_distributed()
+
+
+def resume_point(run_dir: Path, phase_id: int, resume: bool, force_restart: bool, info: D.DistInfo) -> dict | None:
+    """The checkpoint state to continue from, or None to start at step 0. A checkpoint that cannot be used is
+    moved aside, never written over: the run's next checkpoints reuse its step numbers."""
+    if not ckpt.list_checkpoints(run_dir):
+        if resume:
+            log.info("--resume: no checkpoint in %s, starting phase %d from the beginning", run_dir, phase_id)
+        return None
+    if not (resume or force_restart):
+        raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue that run, "
+                         f"or choose a new --out")
+    found, rejected = ckpt.scan_checkpoints(run_dir, ckpt.REQUIRED_KEYS)
+    if found is None:
+        if not force_restart:
+            raise ValueError(unusable_message(run_dir, phase_id, rejected))
+        set_aside(run_dir, rejected, info)
+        log.warning("--force-restart: starting phase %d from step 0", phase_id)
+        return None
+    state, path = found
+    if not resume:
+        raise ValueError(f"{run_dir} holds a usable checkpoint ({path.name}); pass --resume to continue it, or choose "
+                         f"a new --out (--force-restart moves only unusable checkpoints aside)")
+    if rejected:
+        set_aside(run_dir, rejected, info)
+    if state["phase"] != phase_id:
+        raise ValueError(f"{path} is a phase-{state['phase']} checkpoint; this is --phase {phase_id}. "
+                         f"Resume with --phase {state['phase']}, or start phase {phase_id} in a new "
+                         f"--out with --init-from {run_dir}")
+    log.info("resuming from %s (step %d)", path, state["progress"]["step"])
+    return state
+
+
+def unusable_message(run_dir: Path, phase_id: int, rejected: list[tuple[Path, str]]) -> str:
+    folder = run_dir / "checkpoints"
+    lines = [f"none of the {len(rejected)} checkpoint(s) in {folder} is usable:"]
+    lines += [f"  {path.name}: {reason}" for path, reason in rejected]
+    lines.append(f"  to continue: pass --force-restart to move them into {folder}/unusable-<time>/ and start phase "
+                 f"{phase_id} from step 0, or put a good checkpoint (with its .json sidecar) back into {folder}")
+    return "\n".join(lines)
+
+
+def set_aside(run_dir: Path, rejected: list[tuple[Path, str]], info: D.DistInfo) -> None:
+    """Rank 0 moves the unusable checkpoints aside once every rank has finished reading the folder."""
+    D.barrier()
+    if info.is_main:
+        folder = ckpt.move_aside(run_dir, [path for path, _ in rejected])
+        log.warning("moved %d unusable checkpoint(s) to %s: %s", len(rejected), folder,
+                    "; ".join(f"{path.name} ({reason})" for path, reason in rejected))
+    D.barrier()
 
 
 def _warn_config_changes(saved: Config, now: Config) -> None:
