@@ -123,9 +123,11 @@ def verify_shards(root: str | Path, records: list[dict], cache: dict[str, dict] 
     root, cache = Path(root), cache or {}
     problems, verified = [], {}
     for r in records:
+        # the key is taken before the hash: a file rewritten while it is read is hashed again next time
+        key = file_key(root, r) if (root / r["file"]).is_file() else None
         problem = shard_problem(root, r, cache.get(r["file"]))
         if problem is None:
-            verified[r["file"]] = file_key(root, r)
+            verified[r["file"]] = key
         else:
             problems.append(problem)
     return problems, verified
