@@ -8,8 +8,14 @@ from vampdiffusion.cli import add_config_arguments, config_from_args, fail
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--posts", required=True, help="posts file: JSON lines / JSON array / parquet, optionally .gz / .zst")
-    parser.add_argument("--images", required=True, help="image folder: original/0NNN/<id>.<ext> tree or data-0NNN.tar shards")
+    parser.add_argument("--posts", action="append", required=True, metavar="FILE",
+                        help="posts file: JSON lines / JSON array / parquet / SQLite, optionally .gz / .zst; repeat for "
+                             "several (an id in a later file replaces the earlier record)")
+    parser.add_argument("--images", action="append", required=True, metavar="DIR",
+                        help="image folder: an original/0NNN/<id>.<ext> tree or *.tar shards with <id>.<ext> members; "
+                             "repeat for several (an image in a later folder wins)")
+    parser.add_argument("--image-index", metavar="DIR", help="tar index JSONs (deepghs/hfutils format) mirroring the "
+                        "tars' relative paths, when they are not beside the tars")
     parser.add_argument("--out", required=True, help="output folder (manifest.parquet, vocab.json, tables, report)")
     add_config_arguments(parser)
 
@@ -17,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from vampdiffusion.data.prepare import prepare
     try:
-        prepare(config_from_args(args), args.posts, args.images, args.out)
+        prepare(config_from_args(args), args.posts, args.images, args.out, args.image_index)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         return fail("data prepare", e)
     return 0

@@ -223,6 +223,40 @@ class TarImages:
 LAYOUTS = (FolderImages.layout, TarImages.layout)
 
 
+class ImageSources:
+    """Several image folders read as one (Danbooru2023 and Danbooru2024, say). A post whose image is in more
+    than one is taken from the last folder given; `counts` is how many posts each folder supplied."""
+
+    def __init__(self, sources: list):
+        self.sources = sources
+        self.counts = [0] * len(sources)
+
+    @property
+    def layout(self) -> str:
+        return " + ".join(s.layout for s in self.sources)
+
+    @property
+    def problems(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for s in self.sources:
+            for k, v in s.problems.items():
+                out[k] = out.get(k, 0) + v
+        return out
+
+    def locate(self, post_id: int, ext: str) -> ImageRef | None:
+        for i in range(len(self.sources) - 1, -1, -1):
+            ref = self.sources[i].locate(post_id, ext)
+            if ref is not None:
+                self.counts[i] += 1
+                return ref
+        return None
+
+
+def open_sources(roots: list, index_dir: str | Path | None = None, cache_dir: str | Path | None = None) -> ImageSources:
+    """`open_source` of every root, read as one."""
+    return ImageSources([open_source(r, index_dir, cache_dir) for r in roots])
+
+
 def open_source(root: str | Path, index_dir: str | Path | None = None,
                 cache_dir: str | Path | None = None) -> FolderImages | TarImages:
     """Tar shards when the folder holds any regular `*.tar`, else a folder tree."""
@@ -326,6 +360,6 @@ def load_image(ref: ImageRef | str | Path) -> Image.Image:
     return decode(read_bytes(ref if isinstance(ref, ImageRef) else ImageRef(str(ref))))
 
 
-__all__ = ["FolderImages", "IMAGE_EXTS", "ImageError", "ImageRef", "LAYOUTS", "TarImages", "TarMembers", "decode",
-           "is_regular_file", "load_image", "member_id", "open_image", "open_source", "read_bytes", "read_index",
+__all__ = ["FolderImages", "IMAGE_EXTS", "ImageError", "ImageRef", "ImageSources", "LAYOUTS", "TarImages", "TarMembers", "decode",
+           "is_regular_file", "load_image", "member_id", "open_image", "open_source", "open_sources", "read_bytes", "read_index",
            "tar_members", "to_8bit", "to_rgb", "walk_headers"]

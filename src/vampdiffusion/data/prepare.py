@@ -24,7 +24,7 @@ from vampdiffusion.atomic import atomic_write, atomic_write_json
 from vampdiffusion.config import Config, DataConfig
 from vampdiffusion.data import dedup, filters, labels
 from vampdiffusion.data.image_scan import ImageColumns, scan_images
-from vampdiffusion.data.images import LAYOUTS, open_source
+from vampdiffusion.data.images import LAYOUTS, open_sources
 from vampdiffusion.data.ingest import PostColumns, ingest_posts
 from vampdiffusion.data.vocab import VOCAB_NAME, TagVocab
 
@@ -77,11 +77,18 @@ def check_kept(f: Filtered, log) -> None:
     raise EmptyResult(f"no post survived the filters: {where} (the stage table is in stages.json)")
 
 
-def check_inputs(cfg: DataConfig, posts: Path, images: Path) -> None:
-    if not posts.is_file():
-        raise FileNotFoundError(f"posts file {posts} not found; pass --posts FILE (JSON lines / JSON array / parquet, .gz / .zst)")
-    if not images.is_dir():
-        raise FileNotFoundError(f"image folder {images} not found; pass --images DIR (original/0NNN/<id>.<ext> or data-0NNN.tar)")
+def as_paths(p: str | Path | list) -> list[Path]:
+    return [Path(x) for x in p] if isinstance(p, (list, tuple)) else [Path(p)]
+
+
+def check_inputs(cfg: DataConfig, posts: list[Path], images: list[Path]) -> None:
+    for path in posts:
+        if not path.is_file():
+            raise FileNotFoundError(f"posts file {path} not found; pass --posts FILE (JSON lines / JSON array / parquet / "
+                                    f"SQLite, .gz / .zst)")
+    for path in images:
+        if not path.is_dir():
+            raise FileNotFoundError(f"image folder {path} not found; pass --images DIR ({'; '.join(LAYOUTS)})")
     if cfg.aesthetic_weights and not Path(cfg.aesthetic_weights).is_file():
         raise FileNotFoundError(f"data.aesthetic_weights file {cfg.aesthetic_weights} not found "
                                 "(sac+logos+ava1-l14-linearMSE.pth; set it to '' to use the aesthetic column or skip)")
@@ -116,7 +123,19 @@ def add_aesthetic_row(table: filters.StageTable, k2: np.ndarray, k3: np.ndarray,
               + (f"; {unscored:,} rows without a value passed)" if unscored else ")"))
 
 
-def filter_stages(cfg: DataConfig, cols: PostColumns, img: ImageColumns, n_records: int, bad: Counter, log) -> Filtered:
+def sources_note(posts: list[Path], cols: PostColumns, images: list[Path], source) -> str:
+    """How many posts each posts file and each image folder supplied (for the ingest row of the stage table)."""
+    if len(posts) == 1 and len(images) == 1:
+        return ""
+    per_file = np.bincount(np.frombuffer(cols.source, np.int16), minlength=len(posts))
+    text = "; posts: " + ", ".join(f"{p.name} {n:,}" for p, n in zip(posts, per_file))
+    if cols.replaced:
+        text += f" ({cols.replaced:,} replaced by a later file)"
+    return text + "; images: " + ", ".join(f"{p.name} {n:,}" for p, n in zip(images, source.counts))
+
+
+def filter_stages(cfg: DataConfig, cols: PostColumns, img: ImageColumns, n_records: int, bad: Counter, log,
+                  note: str = "") -> Filtered:
     """score_tag over the usable posts, then stages 1-5, each a row of the stage table."""
     ids, score, year = (np.frombuffer(a, t) for a, t in ((cols.id, np.int64), (cols.score, np.int64), (cols.year, np.int16)))
     aesthetic = np.frombuffer(cols.aesthetic, np.float32).copy()
@@ -125,7 +144,7 @@ def filter_stages(cfg: DataConfig, cols: PostColumns, img: ImageColumns, n_recor
     score_tag[valid] = labels.score_tags(score[valid], year[valid])  # deciles among all usable posts of the year
     table = filters.StageTable()
     table.rows.append(filters.StageRow("0 ingest", n_records, int(valid.sum()),
-                                       note=f"bad input: {sum(bad.values()):,} (by reason in report.json)"))
+                                       note=f"bad input: {sum(bad.values()):,} (by reason in report.json){note}"))
     k1 = valid & filters.keep_resolution(img.width, img.height, cfg.min_side, cfg.min_pixels)
     table.add("1 resolution", valid, k1, note=f"min side {cfg.min_side}, min pixels {cfg.min_pixels:,}")
     k2 = k1 & filters.keep_score(score_tag, cfg.min_score_tag)
@@ -215,7 +234,8 @@ def prepare_report(cfg: DataConfig, posts, images, n_records: int, cols: PostCol
                    manifest: dict, vocab: TagVocab, tiers: list, styles: list, bad: Counter, ratings: Counter) -> dict:
     split = manifest["split"]
     return {
-        "posts": str(posts), "images": str(images), "records": n_records, "posts_parsed": len(cols),
+        "posts": [str(p) for p in posts], "images": [str(p) for p in images], "records": n_records,
+        "posts_parsed": len(cols), "posts_replaced_by_later_file": cols.replaced,
         "usable": int(img.ok.sum()), "kept": int(f.kept.size), "bad_input": dict(sorted(bad.items())),
         "ratings": dict(sorted(ratings.items())),
         "rating_schema": "current (g/s/q/e)" if ratings.get("g") else "old (s/q/e) or no general posts",
@@ -250,10 +270,13 @@ def log_summary(report: dict, f: Filtered, cfg: DataConfig, log) -> None:
 # The pipeline
 # ----------------------------------------------------------------------------
 
-def prepare(cfg: Config, posts: str | Path, images: str | Path, out: str | Path, log=print) -> dict:
-    """Run SPEC §1 end to end with cfg.data (and cfg.model.max_tags); write the outputs to `out`, return the report."""
+def prepare(cfg: Config, posts: str | Path | list, images: str | Path | list, out: str | Path,
+            image_index: str | Path | None = None, log=print) -> dict:
+    """Run SPEC §1 end to end with cfg.data (and cfg.model.max_tags) on one or more posts files and image folders
+    (tar indexes in `image_index` when they are not beside the tars); write the outputs to `out`, return the report."""
     d = cfg.data
-    check_inputs(d, Path(posts), Path(images))
+    posts, images = as_paths(posts), as_paths(images)
+    check_inputs(d, posts, images)
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,11 +285,11 @@ def prepare(cfg: Config, posts: str | Path, images: str | Path, out: str | Path,
     n_records = len(cols) + sum(bad.values())
     log(f"ingest: {n_records:,} records, {len(cols):,} parsed posts ({time.time() - t0:.1f} s)")
     check_posts(cols, n_records, bad, posts)
-    source = open_source(images, cache_dir=out / "tar_headers")
+    source = open_sources(images, image_index, cache_dir=out / "tar_headers")
     img = scan_images(cols, source, out, d.workers, bad)
     log(f"images: {img.decoded:,} decoded, {img.cache_hits:,} from the pHash cache ({time.time() - t0:.1f} s)")
     check_images(img, bad, images, source)
-    f = filter_stages(d, cols, img, n_records, bad, log)
+    f = filter_stages(d, cols, img, n_records, bad, log, sources_note(posts, cols, images, source))
     manifest, vocab = label_rows(cfg, cols, img, f)
     tiers = tier_table(manifest["quality"], d.quality_tier_starts)
     styles = style_table(manifest["style"], labels.load_style_clusters(d.style_clusters))
