@@ -30,9 +30,9 @@ def offset_dataset(root: Path, eval_rows: int = 8) -> tuple[Path, np.ndarray]:
     rec = json.loads((root / "shards.json").read_text())["shards"][0]
     x = np.load(root / rec["file"]).astype(np.float64) * STD[None, :, None, None] + MEAN[None, :, None, None]
     x[-eval_rows:] = 100.0
-    from vampdiffusion.latents.shards import write_shard
+    from vampdiffusion.latents.shards import write_shard, write_shards_json
     record = write_shard(root, 0, x.astype(np.float16), {"bucket": rec["bucket"], "skipped": []})
-    (root / "shards.json").write_text(json.dumps({"shards": [{k: record[k] for k in rec}], "num_rows": len(x)}))
+    write_shards_json(root, [record], len(x))
     table = pq.read_table(root / "index.parquet")
     split = ["train"] * (len(x) - eval_rows) + ["eval"] * eval_rows
     pq.write_table(table.set_column(table.column_names.index("split"), "split", pa.array(split)), root / "index.parquet")

@@ -19,10 +19,10 @@ VOCAB = ["gothic", "dark", "masterpiece", "red", "blue", "circle", "square",
 
 
 def write_latent_dataset(root: Path, n: int = 48, hw: int = 4, seed: int = 0, shards: int = 1,
-                         checksum: bool = False) -> Path:
+                         checksum: bool = True) -> Path:
     """A latent folder as `vamp data encode` writes it: fp16 shards of (n / shards, 4, hw, hw), index, shards.json
-    (with its shards.json.sha256 when `checksum`: tests that rewrite shards.json by hand go without), vocab,
-    dataset.json."""
+    with its shards.json.sha256 (without it when not `checksum`: a folder whose shards.json was edited by hand),
+    vocab, dataset.json."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     latents = rng.standard_normal((n, 4, hw, hw)).astype(np.float16)

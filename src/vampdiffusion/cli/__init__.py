@@ -3,7 +3,8 @@
 Each command module exposes `add_arguments(parser)` and `main(args) -> int`; `main` parses, calls one library
 function, prints. A module is imported only when its command runs, so `vamp --help` stays fast.
 Exit codes: 0 done, 1 the work failed (an error the message names), 2 bad input or configuration,
-3 `vamp demo` finished but a claim did not pass.
+3 `vamp demo` finished but a claim did not pass, 75 `vamp train` stopped by a signal (SIGTERM / SIGINT) after
+writing a checkpoint: continue with the same command and --resume.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ from vampdiffusion.latents.buckets import assign_buckets, bucket_set, resize_and
 from vampdiffusion.data.images import ImageError, ImageRef, load_image
 from vampdiffusion.latents.latent_space import channel_stats
 from vampdiffusion.latents.shards import (LATENT_CHANNELS, LATENT_DTYPE, SHARD_DIR, read_record, record_file,
-                                       shard_file, shard_problem, write_shard)
+                                       shard_file, shard_problem, write_shard, write_shards_json)
 from vampdiffusion.latents.vae import SDXL_HUB_ID, VAE, VAE_FACTOR, load_vae
 
 REQUIRED_COLUMNS = ("id", "path", "width", "height")
@@ -293,8 +293,7 @@ def finalize_dataset(out: Path, table: pa.Table, manifest_path: Path, plan: list
     """encode_report.json, index.parquet, shards.json, dataset.json and vocab.json from the shard records."""
     skipped, reasons = write_encode_report(out, records, fingerprint["num_rows"])
     rows = write_index(out, table, records)
-    keys = ("shard", "file", "rows", "shape", "bucket", "sha256")
-    atomic_write_json(out / "shards.json", {"shards": [{k: r[k] for k in keys} for r in records], "num_rows": rows})
+    write_shards_json(out, records, rows)
     channel_mean, channel_std = channel_stats(out)  # for latents.normalize=channel (latents/latent_space.py)
     atomic_write_json(out / "dataset.json", dict(
         vae=vae.name, vae_path=vae.source, scaling_factor=vae.scaling_factor, channel_mean=channel_mean,
