@@ -104,11 +104,12 @@ class DataConfig:
     aesthetic_clip_model: str = "ViT-L-14"     # open_clip model of the LAION aesthetic predictor
     aesthetic_clip_pretrained: str = "openai"  # open_clip pretrained tag or local weights file of that model
     quality_tier_starts: list[int] = field(default_factory=lambda: [3, 4, 6, 8])  # lowest score_tag of tiers 0..3 (Draft..Ultra)
+    unscored_tier: int = 3            # quality tier of posts with neither a score nor an aesthetic value (a user's own images)
     min_style_matches: int = 2        # style label needs max_i |tags ∩ C_i| >= this
     style_clusters: str = ""          # YAML of style cluster tag sets; "" = the file shipped in the package
     vocab_min_count: int = 100        # a tag enters the vocabulary when it is on >= this many kept images
     eval_fraction: float = 0.01       # share of rows held out (fixed hash of the id)
-    workers: int = 2                  # image decoding processes
+    workers: int = 0                  # image decoding processes; 0 = one per core
 
 
 @dataclass
@@ -241,7 +242,7 @@ RANGES: dict[str, Range] = {
     "sample.negative_quality": (-1, None, "[]"), "sample.alpha_bar_min": (0, 1, "()"),
     "data.min_side": (0, None, "[]"), "data.min_pixels": (0, None, "[]"), "data.phash_distance": (1, 64, "[]"),
     "data.phash_blocks": (1, 64, "[]"), "data.min_style_matches": (1, None, "[]"), "data.vocab_min_count": (1, None, "[]"),
-    "data.eval_fraction": (0, 1, "[)"), "data.workers": (1, None, "[]"),
+    "data.eval_fraction": (0, 1, "[)"), "data.workers": (0, None, "[]"), "data.unscored_tier": (0, None, "[]"),
     "latents.scaling_factor": (0, None, "()"), "latents.resolution": (8, None, "[]"), "latents.bucket_step": (8, None, "[]"),
     "latents.max_aspect": (1, None, "[]"), "latents.shard_size": (1, None, "[]"), "latents.batch_size": (1, None, "[]"),
     "latents.workers": (0, None, "[]"), "latents.keep_tokens": (0, None, "[]"), "latents.tag_dropout": (0, 1, "[)"),
@@ -308,6 +309,8 @@ def _check_relations(cfg: Config) -> None:
         raise ConfigError(f"data.phash_blocks ({d.phash_blocks}) must exceed data.phash_distance - 1 ({d.phash_distance - 1})")
     if not 1 <= len(cfg.train.sample_prompts) <= 4 or not all(p.strip() for p in cfg.train.sample_prompts):
         raise ConfigError(f"train.sample_prompts must hold 1-4 non-empty prompts, got {cfg.train.sample_prompts}")
+    if d.unscored_tier >= m.num_quality_tiers:
+        raise ConfigError(f"data.unscored_tier must be 0..{m.num_quality_tiers - 1}, got {d.unscored_tier}")
     if cfg.sample.negative_quality >= m.num_quality_tiers:
         raise ConfigError(f"sample.negative_quality must be -1 or 0..{m.num_quality_tiers - 1}, got {cfg.sample.negative_quality}")
 

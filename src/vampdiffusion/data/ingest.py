@@ -12,7 +12,6 @@ import sys
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from vampdiffusion.data.danbooru import read_posts
 
@@ -29,6 +28,7 @@ class PostColumns:
     aesthetic: array = field(default_factory=lambda: array("f"))
     n_general: array = field(default_factory=lambda: array("i"))
     tags: list = field(default_factory=list)                       # space-separated, all categories
+    has_score: array = field(default_factory=lambda: array("b"))   # 0: the post has no score (a captioned image)
     source: array = field(default_factory=lambda: array("h"))      # which posts file the row came from
     replaced: int = 0                                              # rows a later posts file replaced
 
@@ -39,11 +39,13 @@ class PostColumns:
         self.id.append(p.id)
         for name in ("md5", "ext", "width", "height", "score", "year", "aesthetic", "n_general", "tags"):
             getattr(self, name).append(_value(p, name))
+        self.has_score.append(int(getattr(p, "has_score", True)))
         self.source.append(source)
 
     def replace(self, row: int, p, source: int) -> None:
         for name in ("md5", "ext", "width", "height", "score", "year", "aesthetic", "n_general", "tags"):
             getattr(self, name)[row] = _value(p, name)
+        self.has_score[row] = int(getattr(p, "has_score", True))
         self.source[row] = source
 
 
@@ -60,13 +62,19 @@ def _value(p, name: str):
     return getattr(p, name)
 
 
-def ingest_posts(paths: str | Path | list, bad: Counter, ratings: Counter) -> PostColumns:
-    """Stream the posts files into columns; skipped records are counted in `bad` by reason."""
+def post_stream(source, bad: Counter):
+    """The posts of one source: a posts file, or anything with a `posts(bad)` method (a captioned folder)."""
+    return source.posts(bad) if hasattr(source, "posts") else read_posts(source, bad)
+
+
+def ingest_posts(sources, bad: Counter, ratings: Counter) -> PostColumns:
+    """Stream the posts of every source (posts files, captioned folders) into columns; skipped records are
+    counted in `bad` by reason."""
     cols = PostColumns()
     row_of: dict[int, int] = {}
-    for source, path in enumerate(paths if isinstance(paths, (list, tuple)) else [paths]):
+    for source, src in enumerate(sources if isinstance(sources, (list, tuple)) else [sources]):
         seen_here: set[int] = set()
-        for p in read_posts(path, bad):
+        for p in post_stream(src, bad):
             if p.id in seen_here:
                 bad["duplicate_id"] += 1
                 continue

@@ -36,6 +36,20 @@ def score_tags(score: np.ndarray, year: np.ndarray) -> np.ndarray:
     return out
 
 
+def aesthetic_score_tags(aesthetic: np.ndarray, low: int) -> np.ndarray:
+    """(N,) int8 stand-in score_tags for posts without a score: the rank of each aesthetic value among the
+    given ones, spread evenly over low..9 (the score_tags stage 2 keeps); NaN -> -1 (no value)."""
+    a = np.asarray(aesthetic, np.float64)
+    out = np.full(a.size, -1, np.int8)
+    finite = np.isfinite(a)
+    if finite.any():
+        srt = np.sort(a[finite])
+        pct = (np.searchsorted(srt, a[finite], side="left") + 0.5 * (np.searchsorted(srt, a[finite], side="right")
+               - np.searchsorted(srt, a[finite], side="left"))) / finite.sum()
+        out[finite] = np.minimum(low + np.floor((10 - low) * pct), 9).astype(np.int8)
+    return out
+
+
 def quality_tiers(score_tag: np.ndarray, starts: list[int]) -> np.ndarray:
     """(N,) int8: 8-9 -> 3 (Ultra), 6-7 -> 2 (High), 4-5 -> 1 (Standard), 3 -> 0 (Draft), below -> -1."""
     return (np.searchsorted(np.asarray(starts), np.asarray(score_tag), side="right") - 1).astype(np.int8)
@@ -108,5 +122,5 @@ def split_of(ids: np.ndarray, eval_fraction: float) -> np.ndarray:
 
 
 
-__all__ = ["split_of", "QUALITY_NAMES", "StyleCluster", "load_style_clusters", "quality_tiers", "style_names",
+__all__ = ["aesthetic_score_tags", "split_of", "QUALITY_NAMES", "StyleCluster", "load_style_clusters", "quality_tiers", "style_names",
            "score_tags", "style_label", "style_labels"]

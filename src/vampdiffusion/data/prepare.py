@@ -24,7 +24,7 @@ from vampdiffusion.atomic import atomic_write, atomic_write_json
 from vampdiffusion.config import Config, DataConfig
 from vampdiffusion.data import dedup, filters, labels
 from vampdiffusion.data.image_scan import ImageColumns, scan_images
-from vampdiffusion.data.images import LAYOUTS, open_sources
+from vampdiffusion.data.images import LAYOUTS, ImageSources, open_sources
 from vampdiffusion.data.ingest import PostColumns, ingest_posts
 from vampdiffusion.data.vocab import VOCAB_NAME, TagVocab
 
@@ -81,7 +81,12 @@ def as_paths(p: str | Path | list) -> list[Path]:
     return [Path(x) for x in p] if isinstance(p, (list, tuple)) else [Path(p)]
 
 
-def check_inputs(cfg: DataConfig, posts: list[Path], images: list[Path]) -> None:
+def check_inputs(cfg: DataConfig, posts: list[Path], images: list[Path], captioned: list[Path]) -> None:
+    if not posts and not captioned:
+        raise ValueError("nothing to prepare: give --posts FILE with --images DIR, or --captioned DIR")
+    for path in captioned:
+        if not path.is_dir():
+            raise FileNotFoundError(f"captioned folder {path} not found; pass --captioned DIR (<name>.<ext> + <name>.txt)")
     for path in posts:
         if not path.is_file():
             raise FileNotFoundError(f"posts file {path} not found; pass --posts FILE (JSON lines / JSON array / parquet / "
@@ -123,15 +128,34 @@ def add_aesthetic_row(table: filters.StageTable, k2: np.ndarray, k3: np.ndarray,
               + (f"; {unscored:,} rows without a value passed)" if unscored else ")"))
 
 
-def sources_note(posts: list[Path], cols: PostColumns, images: list[Path], source) -> str:
-    """How many posts each posts file and each image folder supplied (for the ingest row of the stage table)."""
-    if len(posts) == 1 and len(images) == 1:
+def sources_note(post_names: list[str], cols: PostColumns, image_names: list[str], source) -> str:
+    """How many posts each posts source and each image source supplied (for the ingest row of the stage table)."""
+    if len(post_names) == 1 and len(image_names) == 1:
         return ""
-    per_file = np.bincount(np.frombuffer(cols.source, np.int16), minlength=len(posts))
-    text = "; posts: " + ", ".join(f"{p.name} {n:,}" for p, n in zip(posts, per_file))
+    per_file = np.bincount(np.frombuffer(cols.source, np.int16), minlength=len(post_names))
+    text = "; posts: " + ", ".join(f"{p} {n:,}" for p, n in zip(post_names, per_file))
     if cols.replaced:
         text += f" ({cols.replaced:,} replaced by a later file)"
-    return text + "; images: " + ", ".join(f"{p.name} {n:,}" for p, n in zip(images, source.counts))
+    return text + "; images: " + ", ".join(f"{p} {n:,}" for p, n in zip(image_names, source.counts))
+
+
+def stand_in_score_tags(score_tag: np.ndarray, rows: np.ndarray, aesthetic: np.ndarray, cfg: DataConfig) -> None:
+    """Kept posts without a score get a score_tag for their tier and the phase-3 curation: from the rank of their
+    aesthetic value among them (spread over min_score_tag..9), else the lowest score_tag of data.unscored_tier."""
+    if rows.size:
+        ranked = labels.aesthetic_score_tags(aesthetic[rows], cfg.min_score_tag)
+        score_tag[rows] = np.where(ranked >= 0, ranked, cfg.quality_tier_starts[cfg.unscored_tier])
+
+
+def add_score_row(table: filters.StageTable, k1: np.ndarray, k2: np.ndarray, scored: np.ndarray, cfg: DataConfig) -> None:
+    """Stage 2's row: SKIPPED when no post has a score; posts without one pass and are counted."""
+    if not (k1 & scored).any():
+        table.add("2 score", k1, k2, status=filters.SKIPPED, note="SKIPPED: no post has a score (quality tiers from "
+                  f"aesthetic ranks, else tier {cfg.unscored_tier})")
+        return
+    unscored = int((k1 & ~scored).sum())
+    table.add("2 score", k1, k2, note=f"score_tag >= {cfg.min_score_tag}"
+              + (f"; {unscored:,} posts without a score passed" if unscored else ""))
 
 
 def filter_stages(cfg: DataConfig, cols: PostColumns, img: ImageColumns, n_records: int, bad: Counter, log,
@@ -140,15 +164,17 @@ def filter_stages(cfg: DataConfig, cols: PostColumns, img: ImageColumns, n_recor
     ids, score, year = (np.frombuffer(a, t) for a, t in ((cols.id, np.int64), (cols.score, np.int64), (cols.year, np.int16)))
     aesthetic = np.frombuffer(cols.aesthetic, np.float32).copy()
     valid = img.ok
+    scored = np.frombuffer(cols.has_score, np.int8).astype(bool)
     score_tag = np.zeros(len(cols), np.int8)
-    score_tag[valid] = labels.score_tags(score[valid], year[valid])  # deciles among all usable posts of the year
+    s = valid & scored
+    score_tag[s] = labels.score_tags(score[s], year[s])  # deciles among all usable scored posts of the year
     table = filters.StageTable()
     table.rows.append(filters.StageRow("0 ingest", n_records, int(valid.sum()),
                                        note=f"bad input: {sum(bad.values()):,} (by reason in report.json){note}"))
     k1 = valid & filters.keep_resolution(img.width, img.height, cfg.min_side, cfg.min_pixels)
     table.add("1 resolution", valid, k1, note=f"min side {cfg.min_side}, min pixels {cfg.min_pixels:,}")
-    k2 = k1 & filters.keep_score(score_tag, cfg.min_score_tag)
-    table.add("2 score", k1, k2, note=f"score_tag >= {cfg.min_score_tag}")
+    k2 = k1 & (filters.keep_score(score_tag, cfg.min_score_tag) | ~scored)
+    add_score_row(table, k1, k2, scored, cfg)
     source, k3 = aesthetic_stage(cfg, valid, k2, aesthetic, img.refs, log)
     add_aesthetic_row(table, k2, k3, source, aesthetic, cfg, log)
     k4 = k3 & filters.keep_tag_density(np.frombuffer(cols.n_general, np.int32), cfg.min_general_tags)
@@ -164,7 +190,9 @@ def filter_stages(cfg: DataConfig, cols: PostColumns, img: ImageColumns, n_recor
     for row in table.rows:
         if row.n_in and not row.n_out:
             row.note += " -- REMOVED EVERY ROW"
-    return Filtered(np.flatnonzero(k5), table, score_tag, aesthetic, source, dd, int(k4.sum() - k5.sum()))
+    kept = np.flatnonzero(k5)
+    stand_in_score_tags(score_tag, kept[~scored[kept]], aesthetic, cfg)
+    return Filtered(kept, table, score_tag, aesthetic, source, dd, int(k4.sum() - k5.sum()))
 
 
 # ----------------------------------------------------------------------------
@@ -271,25 +299,30 @@ def log_summary(report: dict, f: Filtered, cfg: DataConfig, log) -> None:
 # ----------------------------------------------------------------------------
 
 def prepare(cfg: Config, posts: str | Path | list, images: str | Path | list, out: str | Path,
-            image_index: str | Path | None = None, log=print) -> dict:
-    """Run SPEC §1 end to end with cfg.data (and cfg.model.max_tags) on one or more posts files and image folders
-    (tar indexes in `image_index` when they are not beside the tars); write the outputs to `out`, return the report."""
+            image_index: str | Path | None = None, captioned: list | tuple = (), log=print) -> dict:
+    """Run SPEC §1 end to end with cfg.data (and cfg.model.max_tags) on posts files with their image folders (tar
+    indexes in `image_index` when they are not beside the tars) and captioned folders (each its own posts and
+    images); write the outputs to `out`, return the report."""
+    from vampdiffusion.data.captioned import CaptionedFolder
     d = cfg.data
     posts, images = as_paths(posts), as_paths(images)
-    check_inputs(d, posts, images)
+    check_inputs(d, posts, images, as_paths(list(captioned)))
+    folders = [CaptionedFolder(c) for c in captioned]
     t0 = time.time()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bad, ratings = Counter(), Counter()
-    cols = ingest_posts(posts, bad, ratings)
+    cols = ingest_posts(posts + folders, bad, ratings)
     n_records = len(cols) + sum(bad.values())
     log(f"ingest: {n_records:,} records, {len(cols):,} parsed posts ({time.time() - t0:.1f} s)")
     check_posts(cols, n_records, bad, posts)
-    source = open_sources(images, image_index, cache_dir=out / "tar_headers")
+    source = ImageSources(open_sources(images, image_index, cache_dir=out / "tar_headers").sources + folders)
     img = scan_images(cols, source, out, d.workers, bad)
     log(f"images: {img.decoded:,} decoded, {img.cache_hits:,} from the pHash cache ({time.time() - t0:.1f} s)")
     check_images(img, bad, images, source)
-    f = filter_stages(d, cols, img, n_records, bad, log, sources_note(posts, cols, images, source))
+    captions = [f"{c.root.name} (captioned)" for c in folders]
+    note = sources_note([p.name for p in posts] + captions, cols, [p.name for p in images] + captions, source)
+    f = filter_stages(d, cols, img, n_records, bad, log, note)
     manifest, vocab = label_rows(cfg, cols, img, f)
     tiers = tier_table(manifest["quality"], d.quality_tier_starts)
     styles = style_table(manifest["style"], labels.load_style_clusters(d.style_clusters))
