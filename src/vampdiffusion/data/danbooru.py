@@ -318,54 +318,94 @@ class _ArrayReader:
             if c in "[]" and (c == "[" or self.depth):
                 self.depth += 1 if c == "[" else -1
                 self.pos += 1
-            elif self.depth == 0:  # text after the array's end
-                self.bad["malformed_json"] += 1
-                if c != "{" and not self._resync(self.pos)[0]:
-                    return
+                continue
+            if self.depth == 0:  # text after the array's end: read on as if the array went on
                 self.depth = 1
-            else:
-                obj = self._element()
-                if obj is _END:
-                    return
-                if obj is not _SKIPPED:
-                    yield obj
+                self.bad["malformed_json"] += c == "{"  # a stray "]" (other text counts as itself)
+            obj = self._element()
+            if obj is _END:
+                return
+            if obj is not _SKIPPED:
+                yield obj
 
     def _element(self) -> Any:
-        """The element at pos, pos moving past it; _SKIPPED once a malformed one is counted and skipped,
-        _END when the input ends inside it."""
-        start = self.pos
-        try:
-            obj, self.pos = self.dec.raw_decode(self.buf, start)
+        """The element at pos, pos moving past it; _SKIPPED once a malformed one is counted and skipped
+        (or the first good element after it), _END when the input ends inside it."""
+        obj, end = self._decode()
+        if end >= 0 and not (isinstance(obj, str) and self._junk_at(end)):
+            self.pos = end
             return obj
-        except (ValueError, RecursionError):
-            pass
-        found, start, refilled = self._resync(start)
-        if refilled and start >= 0:  # perhaps it was only cut by the chunk boundary
-            try:
-                obj, self.pos = self.dec.raw_decode(self.buf, start)
-                return obj
-            except (ValueError, RecursionError):
-                pass
+        # (a string followed by junk is no element either: a quote in place of a comma, say)
         self.bad["malformed_json"] += 1
-        return _SKIPPED if found else _END
+        scan = _Resync(self.pos, nested=self.depth > 1)
+        while self._scan(scan):
+            if scan.sure or self.buf[self.pos] != "{":
+                return _SKIPPED
+            # a boundary found after repairs is proven by a record there: an object with an id, followed
+            # by another object or the array's end (not by a key: then it was a value inside the damage)
+            obj, end = self._decode(scan)
+            if end >= 0 and isinstance(obj, dict) and "id" in obj:
+                size = end - self.pos
+                if self._record_follows(size, scan):
+                    self.pos += size
+                    return obj
+            scan.through()
+        return _END
 
-    def _resync(self, start: int) -> tuple[bool, int, bool]:
-        """Scan from the element at `start` to the next boundary and leave pos there. Returns (a boundary
-        was found, the element's start in buf or -1 once it outgrew MAX_RECORD_CHARS, text was read)."""
-        scan, i, refilled = _Resync(start, nested=self.depth > 1), start, False
+    def _decode(self, scan: _Resync | None = None) -> tuple[Any, int]:
+        """(the JSON value at pos, where it ends), or (None, -1) when it does not decode. While the value
+        may merely be cut by the end of the buffer, more text is read first (up to MAX_RECORD_CHARS)."""
         while True:
-            j = scan.run(self.buf, i, self.eof)
+            try:
+                return self.dec.raw_decode(self.buf, self.pos)
+            except RecursionError:
+                return None, -1
+            except json.JSONDecodeError as e:
+                cut = e.pos >= len(self.buf) - 6 or e.msg.startswith("Unterminated string")
+                if not cut or len(self.buf) - self.pos > MAX_RECORD_CHARS or self._more(self.pos) < 0:
+                    return None, -1
+            except ValueError:  # an integer of more than 4300 digits
+                return None, -1
+            if scan is not None:
+                scan.shift(self.pos)
+            self.pos = 0
+
+    def _junk_at(self, i: int) -> bool:
+        """Whether what follows i is neither a separator, an array's end nor another element's bracket."""
+        m = _NONBLANK.search(self.buf, i)
+        return m is not None and self.buf[m.start()] not in ",]{["
+
+    def _record_follows(self, size: int, scan: _Resync) -> bool:
+        """Whether the object at pos, `size` long, is followed by "]" or "{", or by "," and one of them."""
+        j = self._nonblank(self.pos + size, scan)
+        if j >= 0 and self.buf[j] == ",":
+            j = self._nonblank(j + 1, scan)
+        return j < 0 or self.buf[j] in "]{"
+
+    def _nonblank(self, i: int, scan: _Resync) -> int:
+        """The index of the first non-blank character from i, -1 at the end of the input. Text is read on
+        as needed (dropping what lies before pos: i, pos and scan move with it)."""
+        while True:
+            m = _NONBLANK.search(self.buf, i)
+            if m is not None:
+                return m.start()
+            dropped = self._more(self.pos)
+            if dropped < 0:
+                return -1
+            i, self.pos = i - dropped, 0
+            scan.shift(dropped)
+
+    def _scan(self, scan: _Resync) -> bool:
+        """Run `scan` to its next boundary, reading on as needed, and leave pos there; False when the input
+        ends first."""
+        while True:
+            j = scan.run(self.buf, self.eof)
             if j >= 0 or self.eof:
                 self.pos = j if j >= 0 else len(self.buf)
-                return j >= 0, start, refilled
-            i = scan.resume
-            if start >= 0 and i - start > MAX_RECORD_CHARS:
-                start = -1  # too long to be a record: its text need not be held
-            dropped = self._more(start if start >= 0 else i)
-            if dropped >= 0:  # (at the end of input, run once more to settle a pending "]" or escape)
-                refilled, i = True, i - dropped
+                return j >= 0
+            dropped = self._more(scan.held_from())
+            if dropped >= 0:  # (at the end of the input: once more, to settle a pending "]" or escape)
                 scan.shift(dropped)
-                start = start - dropped if start >= 0 else -1
 
     def _skip(self, blanks: re.Pattern) -> str:
         """The next character that `blanks` does not match ("" at the end of the input); pos moves to it."""
@@ -400,30 +440,43 @@ class _Resync:
     of the next record) or at the array's closing `]`.
 
     It follows strings and open brackets from the element's start as a JSON parser would, but never
-    fails. Where the text contradicts JSON's grammar it repairs its state: it closes brackets or reads a
-    quote the other way, and never opens a bracket it is not sure of, so it believes itself at most as
-    deep as the text truly is and cannot walk past a record boundary; the price is a boundary taken too
-    early inside the damaged record. Only contradictions between adjacent tokens count: a stray character
-    between them (prev "?") is the damage itself, and the tokens around it are taken as they are.
+    fails. Where the text contradicts JSON's grammar it repairs its state (and is no longer `sure`): it
+    closes brackets or reads a quote the other way, and never opens a bracket it is not sure of, so it
+    believes itself at most as deep as the text truly is and does not walk past a record boundary; the
+    price is a boundary taken too early, inside the damaged record. Only contradictions between adjacent
+    tokens count: a stray character between them (prev "?") is the damage itself, and the tokens around
+    it are taken as they are.
     """
 
     def __init__(self, start: int, nested: bool):
         self.start, self.nested, self.stack, self.in_str, self.prev = start, nested, [], False, ","
-        self.boundary, self.resume = -1, start
+        self.boundary, self.resume, self.sure = -1, start, True
         self.opened = self.closed = self.reread_end = -1  # the last string's quotes; see _misread
         self.low = self.low_at_open = 0  # fewest brackets open since the last string closed; at its opening
 
     def shift(self, n: int) -> None:
         """The buffer lost its first n characters."""
-        self.start, self.opened, self.closed = self.start - n, self.opened - n, self.closed - n
+        self.start, self.resume, self.opened, self.closed = (x - n for x in (self.start, self.resume,
+                                                                            self.opened, self.closed))
         self.reread_end = self.reread_end - n if self.reread_end >= 0 else -1
 
-    def run(self, buf: str, i: int, eof: bool) -> int:
-        """The index of the boundary, or -1 when the text ends first (self.resume: where to go on)."""
-        step: int | None = i
+    def run(self, buf: str, eof: bool) -> int:
+        """The index of the next boundary, or -1 when the text ends first (resume: where to go on)."""
+        step: int | None = self.resume
         while step is not None and self.boundary < 0:
             step = self._in_string(buf, step, eof) if self.in_str else self._outside(buf, step, eof)
+        if self.boundary >= 0:
+            self.resume = self.boundary
         return self.boundary
+
+    def through(self) -> None:
+        """The boundary found is none (the object there does not decode): scan on through its `{`."""
+        self._push("{")
+        self.resume, self.boundary = self.resume + 1, -1
+
+    def held_from(self) -> int:
+        """Where the text still needed starts: the last string's, to read it again (within reason)."""
+        return self.opened if 0 <= self.opened and self.resume - self.opened <= MAX_RECORD_CHARS else self.resume
 
     def _in_string(self, buf: str, i: int, eof: bool) -> int | None:
         m = _IN_STRING.search(buf, i)
@@ -462,44 +515,64 @@ class _Resync:
             self._quote(j)
         elif c in "{[":
             return self._open(c, j)
-        elif c == "}" or (c == "]" and "[" in self.stack):
-            opener = "{" if c == "}" else "["
-            if opener in self.stack:  # closes the innermost open one of its kind, and all open inside it
-                self._pop_to(len(self.stack) - 1 - self.stack[::-1].index(opener))
-            self.prev = c
-        elif c == "]":
+        elif c == "]" and "[" not in self.stack:
             return self._array_end(buf, j, eof)
-        elif c == ":":
-            while self.stack and self.stack[-1] == "[":  # no list holds a key: it closed unseen
-                self._pop_to(len(self.stack) - 1)
+        elif c in "}]":
+            self._close("{" if c == "}" else "[")
             self.prev = c
+        elif c == ":":
+            self._colon()
         else:  # "," (a backslash outside a string is damage)
             self.prev = c if c == "," else "?"
+            self.sure = self.sure and c == ","
         return j + 1
 
     def _quote(self, j: int) -> None:
-        if self.reread_end >= 0:  # quotes inside a string read again are its content, up to its end
+        if self.reread_end >= 0:  # quotes in a string's text read again are its content, up to its end
             if j == self.reread_end:
                 self.reread_end = -1
                 self._string_opened(j)
         elif self.prev in "{[,:?":
             self._string_opened(j)
-        else:  # no string may open here: it is the end of one that was missed
-            self.opened = -1
+        else:  # no string may open here: it ends one that was missed, holding what came since the last
+            self.sure, self.opened = False, -1
+            self._pop_to(self.low)
             self._string_closed(j)
 
     def _open(self, c: str, j: int) -> int:
+        trusted = self.prev in "{[,:?"  # after a value no bracket may open: that one is not trusted
         if self.stack and self.stack[-1] == "{" and self.prev in ",{":
             # an object member starts with its key, not a bracket: the objects open here closed unseen
+            self.sure = False
             while self.stack and self.stack[-1] == "{":
                 self._pop_to(len(self.stack) - 1)
+            trusted = c == "{" and bool(self.stack)  # an object in a list, as after a lost "}"
         if c == "{" and not self.stack and j > self.start and self.prev != ":":
             self.boundary = j  # an object at the array's top level: the next record
             return j
+        self.sure = self.sure and trusted
+        if trusted:
+            self._push(c)
+        self.prev = c
+        return j + 1
+
+    def _push(self, c: str) -> None:
         if len(self.stack) < MAX_OPEN_BRACKETS and self.reread_end < 0:  # too shallow is the safe side
             self.stack.append(c)
         self.prev = c
-        return j + 1
+
+    def _close(self, opener: str) -> None:
+        """Close the innermost open `opener` and whatever is open inside it (nothing if none is open)."""
+        n = len(self.stack) - 1 - self.stack[::-1].index(opener) if opener in self.stack else len(self.stack)
+        self.sure = self.sure and n == len(self.stack) - 1
+        self._pop_to(n)
+
+    def _colon(self) -> None:
+        if not self.stack or self.stack[-1] == "[":  # only an object holds a key: the lists closed unseen
+            self.sure = False
+        while self.stack and self.stack[-1] == "[":
+            self._pop_to(len(self.stack) - 1)
+        self.prev = ":" if self.stack else "?"
 
     def _array_end(self, buf: str, j: int, eof: bool) -> int | None:
         """A `]` closing no list opened in the element: where an enclosing array ends. At the top level,
@@ -511,7 +584,7 @@ class _Resync:
         if self.nested or m is None or buf[m.start()] == "[":
             self.boundary = j
             return j
-        self.prev = "]"
+        self.prev, self.sure = "]", False
         return j + 1
 
     def _misread(self, i: int) -> int:
@@ -519,6 +592,7 @@ class _Resync:
         lost, say). Its text is read again as outside a string, up to that quote, which then opens one.
         The quote that opened it may have closed a string instead, making the text before it a string's
         content: brackets opened since the string before it are closed (the safe side)."""
+        self.sure = False
         self._pop_to(self.low_at_open)
         if self.opened < 0:  # its text is no longer held (or it had no opening quote): no second reading
             self._string_opened(self.closed)

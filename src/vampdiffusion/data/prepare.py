@@ -13,6 +13,7 @@ naming the likely cause and the fix; a stage that removes every row says so in t
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -79,6 +80,11 @@ def check_kept(f: Filtered, log) -> None:
 
 def as_paths(p: str | Path | list) -> list[Path]:
     return [Path(x) for x in p] if isinstance(p, (list, tuple)) else [Path(p)]
+
+
+def worker_count(cfg: DataConfig) -> int:
+    """data.workers, where 0 means one per core."""
+    return cfg.workers or os.cpu_count() or 1
 
 
 def check_inputs(cfg: DataConfig, posts: list[Path], images: list[Path], captioned: list[Path]) -> None:
@@ -182,7 +188,7 @@ def filter_stages(cfg: DataConfig, cols: PostColumns, img: ImageColumns, n_recor
     rows4 = np.flatnonzero(k4)
     pixels = img.width.astype(np.int64) * img.height.astype(np.int64)
     dd = dedup.duplicate_clusters(img.phash[rows4], pixels[rows4], score[rows4], ids[rows4],
-                                  cfg.phash_distance - 1, cfg.phash_blocks, cfg.workers)
+                                  cfg.phash_distance - 1, cfg.phash_blocks, worker_count(cfg))
     k5 = np.zeros(len(cols), bool)
     k5[rows4[dd.keep]] = True
     table.add("5 near-duplicates", k4, k5, note=f"pHash distance < {cfg.phash_distance}: {dd.n_pairs:,} pairs, "
@@ -317,7 +323,7 @@ def prepare(cfg: Config, posts: str | Path | list, images: str | Path | list, ou
     log(f"ingest: {n_records:,} records, {len(cols):,} parsed posts ({time.time() - t0:.1f} s)")
     check_posts(cols, n_records, bad, posts)
     source = ImageSources(open_sources(images, image_index, cache_dir=out / "tar_headers").sources + folders)
-    img = scan_images(cols, source, out, d.workers, bad)
+    img = scan_images(cols, source, out, worker_count(d), bad)
     log(f"images: {img.decoded:,} decoded, {img.cache_hits:,} from the pHash cache ({time.time() - t0:.1f} s)")
     check_images(img, bad, images, source)
     captions = [f"{c.root.name} (captioned)" for c in folders]
