@@ -203,8 +203,11 @@ class TarImages:
         self.where = np.asarray(where, np.int64).reshape(-1, 2)[order]  # (n, 2) shard number, member number
 
     def _index_path(self, tar: Path, index_dir: str | Path | None) -> Path | None:
+        """The tar's index in the index folder (mirroring the tars' relative paths), else beside the tar."""
         if index_dir is not None:
-            return Path(index_dir) / tar.relative_to(self.root).with_suffix(".json")
+            mirrored = Path(index_dir) / tar.relative_to(self.root).with_suffix(".json")
+            if is_regular_file(mirrored):
+                return mirrored
         return tar.with_suffix(".json")
 
     @property

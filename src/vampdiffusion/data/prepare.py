@@ -326,6 +326,8 @@ def prepare(cfg: Config, posts: str | Path | list, images: str | Path | list, ou
     img = scan_images(cols, source, out, worker_count(d), bad)
     log(f"images: {img.decoded:,} decoded, {img.cache_hits:,} from the pHash cache ({time.time() - t0:.1f} s)")
     check_images(img, bad, images, source)
+    if source.problems:
+        log("image sources: " + ", ".join(f"{k} {v:,}" for k, v in sorted(source.problems.items())))
     captions = [f"{c.root.name} (captioned)" for c in folders]
     note = sources_note([p.name for p in posts] + captions, cols, [p.name for p in images] + captions, source)
     f = filter_stages(d, cols, img, n_records, bad, log, note)
@@ -333,6 +335,8 @@ def prepare(cfg: Config, posts: str | Path | list, images: str | Path | list, ou
     tiers = tier_table(manifest["quality"], d.quality_tier_starts)
     styles = style_table(manifest["style"], labels.load_style_clusters(d.style_clusters))
     report = prepare_report(d, posts, images, n_records, cols, img, f, manifest, vocab, tiers, styles, bad, ratings)
+    report["image_sources"] = {"layouts": [s.layout for s in source.sources], "posts_from_each": source.counts,
+                               "problems": dict(sorted(source.problems.items()))}
     report["seconds"] = round(time.time() - t0, 2)
     for name, value in (("stages.json", f.table.as_list()), ("tiers.json", tiers), ("styles.json", styles),
                         ("report.json", report)):
