@@ -52,9 +52,14 @@ def test_vamp_generate_writes_pngs_with_parameters_that_parse_back(model_dir, tm
     image = Image.open(files[1])
     assert image.size == (64, 32) and image.mode == "RGB"                 # width x height
     params = G.parse_parameters(image.info["parameters"])
+    digest = sha256_file(model_dir / "model.safetensors")[:10]
     assert params == {"prompt": "1girl, solo, gothic, dark", "Steps": "2", "Sampler": "DPM++ 2M", "CFG scale": "6",
-                      "CFG rescale": "0.7", "Seed": "2", "Size": "64x32", "Quality": "3", "Style": "-",
-                      "Model hash": sha256_file(model_dir / "model.safetensors")[:10]}
+                      "Seed": "2", "Size": "64x32", "Model hash": digest, "Model": model_dir.name,
+                      "Quality tier": "3", "CFG rescale": "0.7", "Negative quality": "-1"}
+    # A1111's layout, key for key: the prompt line, then one line of pairs in A1111's order
+    assert image.info["parameters"] == (
+        f"1girl, solo, gothic, dark\nSteps: 2, Sampler: DPM++ 2M, CFG scale: 6, Seed: 2, Size: 64x32, "
+        f"Model hash: {digest}, Model: {model_dir.name}, Quality tier: 3, CFG rescale: 0.7, Negative quality: -1")
 
 
 def test_same_seed_gives_identical_pixels(gen):
@@ -139,5 +144,5 @@ def test_forced_style_expert_is_used_and_recorded(gen):
     kw = dict(quality=3, steps=1, cfg_scale=1.0, size=(32, 32), seed=4)
     routed = G.generate(gen, "1girl, solo", **kw)[0]
     forced = G.generate(gen, "1girl, solo", style=5, **kw)[0]
-    assert G.parse_parameters(forced.info["parameters"])["Style"] == "5"
+    assert G.parse_parameters(forced.info["parameters"])["Style experts"] == "5:1"
     assert not np.array_equal(np.asarray(routed), np.asarray(forced))

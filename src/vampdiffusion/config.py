@@ -190,6 +190,7 @@ class TrainConfig:
     keep_last_ema: int = 10           # EMA-only safetensors kept
     peak_tflops: float = 0.0          # per-device peak TFLOP/s for MFU; 0 = look up the CUDA device name
     sample_prompts: list[str] = field(default_factory=lambda: list(DEFAULT_SAMPLE_PROMPTS))  # grid rows (1-4); columns are tiers 0..3
+    sample_prompts_file: str = ""     # kohya-style prompt file, one preview image per line ("prompt --n neg --w W --h H --d seed --s steps --l cfg --q tier"); "" = the grid of train.sample_prompts
 
     def phase(self, n: int) -> PhaseConfig:
         """The settings of training phase n (1, 2 or 3)."""

@@ -1,9 +1,10 @@
 """Classifier-free guidance (SPEC §3, §4) with guidance rescale φ (Lin et al. 2023 §3.4).
 
-The unconditional input is the empty tag sequence [BOS][EOS]; the quality tier (and a forced
-style expert) is kept, unless `negative_quality` names a tier for the unconditional branch — the
-quality counterpart of a "worst quality" negative prompt: guidance then also pushes away from that
-tier (the model saw every tier with empty tags in training, SPEC §3). Unconditional and conditional
+The unconditional input is the empty tag sequence [BOS][EOS], or the tags of a negative prompt
+(`negative_tag_ids`), so guidance pushes away from them; the quality tier (and a forced style
+expert or style mix) is kept, unless `negative_quality` names a tier for the unconditional branch —
+the quality counterpart of a "worst quality" negative prompt: guidance then also pushes away from
+that tier (the model saw every tier with empty tags in training, SPEC §3). Unconditional and conditional
 passes run as one batch of 2B; a VampDiT encodes the two tag sequences once per sampling run.
 """
 
@@ -55,18 +56,23 @@ def _encodes_once(model: torch.nn.Module) -> bool:
 
 def guided_predictor(model: torch.nn.Module, tag_ids: torch.Tensor, quality: torch.Tensor,
                      scale: float, rescale: float, style_override: torch.Tensor | None = None,
-                     negative_quality: int = -1) -> PredictV:
+                     negative_quality: int = -1, negative_tag_ids: torch.Tensor | None = None) -> PredictV:
     """predict_v(x, t) for a sampler: one batched 2B pass (uncond first), then CFG + rescale.
 
     At w = 1 the guided prediction is the conditional one, so only the conditional half runs.
     negative_quality >= 0: the unconditional half uses that tier instead of the prompt's.
+    negative_tag_ids (B, L): the unconditional half's tags instead of [BOS][EOS] (a negative prompt).
     """
     guided = scale != 1
+    if negative_tag_ids is not None and negative_tag_ids.shape != tag_ids.shape:
+        raise ValueError(f"negative_tag_ids must have the shape of tag_ids {tuple(tag_ids.shape)}, "
+                         f"got {tuple(negative_tag_ids.shape)}")
     if not guided:
         tags2, quality2, style2 = tag_ids, quality, style_override
     else:
         q_uncond = quality if negative_quality < 0 else torch.full_like(quality, negative_quality)
-        tags2 = torch.cat([empty_tags_like(tag_ids), tag_ids])
+        uncond_tags = empty_tags_like(tag_ids) if negative_tag_ids is None else negative_tag_ids
+        tags2 = torch.cat([uncond_tags, tag_ids])
         quality2 = torch.cat([q_uncond, quality])
         style2 = None if style_override is None else torch.cat([style_override, style_override])
     e_tag2 = model.encode_tags(tags2)[2] if _encodes_once(model) else None   # (nB, d), once per run

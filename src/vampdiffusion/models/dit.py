@@ -237,6 +237,8 @@ class VampDiT(nn.Module):
               style_override: torch.Tensor | None = None) -> MoEAux:
         """The routers alone: the style and quality experts every MoE block picks for these images at these
         timesteps (routing depends on the conditioning only, so no latents are needed)."""
+        if style_override is not None:
+            self._check_style_override(style_override, tag_ids.shape[0])
         _, _, e_tag = self.encode_tags(tag_ids)
         e_t = self.t_embedder(t)                                       # (B, d)
         e_q = self.q_embedder(quality)                                 # (B, d)
@@ -287,16 +289,35 @@ class VampDiT(nn.Module):
             raise ValueError(f"latent {h}x{w} gives a {gh}x{gw} token grid, beyond the position tables "
                              f"(model.max_grid={cfg.max_grid} tokens per side, i.e. latents up to "
                              f"{cfg.max_grid * p}x{cfg.max_grid * p}); use a smaller image or a larger max_grid")
-        for name, v in (("t", t), ("quality", quality)) + ((("style_override", style_override),) if style_override is not None else ()):
+        for name, v in (("t", t), ("quality", quality)):
             if v.shape != (B,):
                 raise ValueError(f"{name} must have shape ({B},), got {tuple(v.shape)}")
-        if style_override is not None and not torch.compiler.is_compiling():  # inference only: a sync is fine
-            if ((style_override < -1) | (style_override >= cfg.num_style_experts)).any():
-                raise ValueError(f"style_override must be -1 (router decides) or 0..{cfg.num_style_experts - 1}, "
-                                 f"got {style_override.tolist()}")
+        if style_override is not None:
+            self._check_style_override(style_override, B)
         if e_tag.shape != (B, cfg.hidden_size):
             raise ValueError(f"e_tag must be ({B}, {cfg.hidden_size}), got {tuple(e_tag.shape)}")
         return gh, gw
+
+    def _check_style_override(self, style_override: torch.Tensor, B: int) -> None:
+        """(B,) long forced experts (-1 = routed) or (B, N_S) float mixing weights, at most style_top_k per image."""
+        cfg = self.cfg
+        N, k = cfg.num_style_experts, cfg.style_top_k
+        if style_override.shape not in ((B,), (B, N)):
+            raise ValueError(f"style_override must have shape ({B},) (one forced expert per image) or ({B}, {N}) "
+                             f"(mixing weights per image), got {tuple(style_override.shape)}")
+        if torch.compiler.is_compiling():
+            return
+        if style_override.dim() == 1:  # inference only: a host sync is fine
+            if ((style_override < -1) | (style_override >= N)).any():
+                raise ValueError(f"style_override must be -1 (router decides) or 0..{N - 1}, "
+                                 f"got {style_override.tolist()}")
+            return
+        w = style_override
+        if not w.is_floating_point() or not torch.isfinite(w).all() or (w < 0).any():
+            raise ValueError("style_override mixing weights must be finite floats >= 0 (0 = expert not used)")
+        if int((w > 0).sum(dim=1).max()) > k:
+            raise ValueError(f"style_override mixes more than style_top_k={k} experts in one image; "
+                             f"give at most {k} non-zero weights per image")
 
     # -- files ----------------------------------------------------------------
 

@@ -161,16 +161,22 @@ def run_experts(ffn: ExpertFFNs, dispatch: str, x: torch.Tensor, experts: torch.
 # ----------------------------------------------------------------------------
 
 def style_routing(logits: torch.Tensor, top_k: int, style_override: torch.Tensor | None = None):
-    """r (B, N_S) -> p, experts (B, k), gates (B, k). Override s >= 0 forces expert s with gate 1.
+    """r (B, N_S) -> p, experts (B, k), gates (B, k), with an optional override of the router's choice.
 
-    A forced image keeps k slots (shapes stay static): slot 0 is s with gate 1, the others are the
-    router's next choices with gate 0, so the output is exactly E_s(x). Override -1 = router decides.
+    style_override (B,) long: s >= 0 forces expert s with gate 1, -1 = router decides. A forced image keeps
+    k slots (shapes stay static): slot 0 is s with gate 1, the others are the router's next choices with
+    gate 0, so the output is exactly E_s(x).
+    style_override (B, N_S) float: per image, mixing weights of up to k experts (0 = not used); the
+    experts with a weight > 0 fill the first slots, largest weight first, with their weights as gates
+    (out = w_a E_a(x) + w_b E_b(x)); a row of zeros = router decides. A row {s: 1} equals the (B,) form.
     """
     p = logits.softmax(dim=-1)                                     # p = softmax(r)
     top_p, experts = p.topk(top_k, dim=-1)                         # K = top-k of p
     gates = top_p / top_p.sum(dim=-1, keepdim=True)                # g_i = p_i / Σ_{j∈K} p_j
     if style_override is None:
         return p, experts, gates
+    if style_override.dim() == 2:
+        return (p, *_mixed_routing(p, experts, gates, style_override.to(p.dtype), top_k))
     forced = (style_override >= 0)[:, None]                        # (B, 1)
     s = style_override.clamp(min=0)[:, None]                       # (B, 1)
     others = p.scatter(1, s, -1.0).topk(top_k - 1, dim=-1).indices  # (B, k-1) best experts other than s
@@ -178,6 +184,21 @@ def style_routing(logits: torch.Tensor, top_k: int, style_override: torch.Tensor
     forced_gates = torch.zeros_like(gates)
     forced_gates[:, 0] = 1.0
     return p, torch.where(forced, forced_experts, experts), torch.where(forced, forced_gates, gates)
+
+
+def _mixed_routing(p: torch.Tensor, experts: torch.Tensor, gates: torch.Tensor, weights: torch.Tensor,
+                   top_k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """weights (B, N_S) >= 0 with at most k non-zero per row -> experts, gates (B, k) as style_routing says."""
+    w_top, e_top = weights.topk(top_k, dim=-1)                     # forced experts first, largest weight first
+    picked = w_top > 0                                             # (B, k), a prefix of each row
+    n_picked = picked.sum(dim=1, keepdim=True)                     # (B, 1)
+    others = p.masked_fill(weights > 0, -1.0).topk(top_k, dim=-1).indices  # router's best unforced experts
+    slot = torch.arange(top_k, device=p.device)[None]              # (1, k)
+    fill = others.gather(1, (slot - n_picked).clamp(min=0))        # slot j >= n takes the (j - n)-th of them
+    forced = n_picked > 0                                          # (B, 1)
+    mixed_experts = torch.where(picked, e_top, fill)
+    mixed_gates = torch.where(picked, w_top, torch.zeros_like(w_top))
+    return torch.where(forced, mixed_experts, experts), torch.where(forced, mixed_gates, gates)
 
 
 def quality_routing(logits: torch.Tensor):
@@ -199,7 +220,8 @@ class StyleMoE(nn.Module):
         self.experts = ExpertFFNs(num_experts, dim, hidden)
 
     def route(self, e_tag_t: torch.Tensor, style_override: torch.Tensor | None = None):
-        """e_tag_t (B, 2d) = [e_tag ; e_t] -> logits (B, N_S), p, experts (B, k), gates (B, k); fp32."""
+        """e_tag_t (B, 2d) = [e_tag ; e_t] -> logits (B, N_S), p, experts (B, k), gates (B, k); fp32.
+        style_override: (B,) forced expert or (B, N_S) mixing weights, as style_routing takes them."""
         with torch.autocast(e_tag_t.device.type, enabled=False):  # routing decisions in fp32
             logits = self.router(e_tag_t.float())
         return (logits, *style_routing(logits, self.top_k, style_override))
