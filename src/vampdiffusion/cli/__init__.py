@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("vampdiffusion.cli.train", "train phase 1, 2 or 3 on encoded latents"),
     "eval": ("vampdiffusion.cli.eval", "FID per tier, CLIP score, routing and oracle metrics"),
     "generate": ("vampdiffusion.cli.generate", "generate images from Danbooru tags"),
+    "serve": ("vampdiffusion.cli.serve", "a local web UI for generation (gradio)"),
+    "export": ("vampdiffusion.cli.export", "write a model folder as a diffusers pipeline"),
 }
 DATA_COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("vampdiffusion.cli.synth", "write a synthetic Danbooru dataset"),
