@@ -4,7 +4,8 @@ Each command module exposes `add_arguments(parser)` and `main(args) -> int`; `ma
 function, prints. A module is imported only when its command runs, so `vamp --help` stays fast.
 Exit codes: 0 done, 1 the work failed (an error the message names), 2 bad input or configuration,
 3 `vamp demo` finished but a claim did not pass, 75 `vamp train` stopped by a signal (SIGTERM / SIGINT) after
-writing a checkpoint: continue with the same command and --resume.
+writing a checkpoint: continue with the same command and --resume, 130 interrupted (Ctrl-C) elsewhere.
+docs/errors.md lists the errors a user can meet, what each means and the fix.
 """
 
 from __future__ import annotations
@@ -82,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     if module is None:
         parser.print_help()
         return 2
+    name = " ".join(x for x in (args.command, getattr(args, "data_command", None)) if x)
     try:
         return int(importlib.import_module(module).main(args) or 0)
     except ConfigError as e:
-        return fail(args.command, f"config error: {e}")
+        return fail(name, f"config error: {e}")
+    except OSError as e:       # the file system said no (permissions, a full disk, a vanished folder)
+        return fail(name, f"{e.strerror or e} ({e.filename or 'a file'}); check the path, its permissions and the free space", 1)
+    except KeyboardInterrupt:
+        return fail(name, "interrupted", 130)
