@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from vampdiffusion.data.vocab import normalize_tag, parse_prompt
 from vampdiffusion.diffusion.samplers import SAMPLER_NAMES
@@ -181,7 +182,6 @@ def parse_sample_prompt(line: str, where: str = "") -> SamplePrompt:
 
 def read_sample_prompts(path) -> list[SamplePrompt]:
     """A sample prompt file: one image per line; blank lines and # comments skipped; UTF-8."""
-    from pathlib import Path
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"sample prompt file {p} not found (train.sample_prompts_file); "

@@ -26,6 +26,7 @@ from vampdiffusion.diffusion.guidance import guided_predictor
 from vampdiffusion.diffusion.samplers import sample
 from vampdiffusion.diffusion.schedule import NoiseSchedule
 from vampdiffusion.generation.prompts import DEFAULT_QUALITY, SamplePrompt, read_sample_prompts, split_quality
+from vampdiffusion.latents.vae import VAE_FACTOR
 
 log = logging.getLogger("vampdiffusion.train")
 
@@ -48,7 +49,7 @@ def preview_lines(cfg: Config) -> list[SamplePrompt] | None:
     if not cfg.train.sample_prompts_file:
         return None
     lines = read_sample_prompts(cfg.train.sample_prompts_file)
-    multiple = 8 * cfg.model.patch_size
+    multiple = VAE_FACTOR * cfg.model.patch_size
     for i, line in enumerate(lines, 1):
         for side in (line.width, line.height):
             if side is not None and (side < multiple or side % multiple or side > multiple * cfg.model.max_grid):
@@ -84,7 +85,7 @@ def line_settings(line: SamplePrompt, cfg: Config, latent_hw: tuple[int, int], i
     s = cfg.sample
     _, word_tier = split_quality(line.prompt)
     _, negative_tier = split_quality(line.negative, lowest=True)
-    return {"width": line.width or 8 * latent_hw[1], "height": line.height or 8 * latent_hw[0],
+    return {"width": line.width or VAE_FACTOR * latent_hw[1], "height": line.height or VAE_FACTOR * latent_hw[0],
             "seed": cfg.train.seed + index if line.seed is None else line.seed,
             "steps": line.steps or s.steps, "cfg_scale": s.cfg_scale if line.cfg_scale is None else line.cfg_scale,
             "quality": line.quality if line.quality is not None else (DEFAULT_QUALITY if word_tier is None else word_tier),
@@ -96,7 +97,8 @@ def line_latents(model, line: SamplePrompt, tag_ids: torch.Tensor, negative_ids:
     """One prompt-file image (1, C, h, w) in stored space, noise as `vamp generate` draws it for that seed."""
     from vampdiffusion.generation.generate import initial_noise
     k = line_settings(line, cfg, latent_hw, index)
-    x_T = initial_noise([k["seed"]], (cfg.model.in_channels, k["height"] // 8, k["width"] // 8)).to(device)
+    x_T = initial_noise([k["seed"]], (cfg.model.in_channels, k["height"] // VAE_FACTOR, k["width"] // VAE_FACTOR))
+    x_T = x_T.to(device)
     quality = torch.tensor([k["quality"]], device=device)
     negative = negative_ids.to(device) if line.negative.strip() else None
     predict_v = guided_predictor(model, tag_ids.to(device), quality, k["cfg_scale"], cfg.sample.cfg_rescale,
