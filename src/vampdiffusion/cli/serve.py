@@ -31,6 +31,7 @@ def is_loopback(host: str) -> bool:
 
 def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # gradio's own requests to itself at start
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if not 0 < args.port < 65536:
         return fail("serve", f"--port must be 1..65535, got {args.port}")
