@@ -96,7 +96,7 @@ def test_json_array_gzip_and_zstd_and_parquet_inputs_give_the_same_posts(tmp_pat
 
 
 def test_json_array_reader_resynchronises_after_a_broken_element(tmp_path, monkeypatch):
-    import vampdiffusion.data.danbooru as d
+    import vampdiffusion.data.post_files as d
     monkeypatch.setattr(d, "CHUNK_CHARS", 64)  # force records across chunk boundaries
     p = tmp_path / "posts.json"
     p.write_text("[" + json.dumps(record(id=1)) + ', {"id": 2, "score": }, ' + json.dumps(record(id=3)) + "]")

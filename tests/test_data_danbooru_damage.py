@@ -15,7 +15,7 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vampdiffusion.data import danbooru
+from vampdiffusion.data import post_files as danbooru  # the file readers
 from vampdiffusion.data.danbooru import parse_post, read_posts
 
 # ----------------------------------------------------------------------------

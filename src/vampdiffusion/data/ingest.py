@@ -39,13 +39,13 @@ class PostColumns:
         self.id.append(p.id)
         for name in ("md5", "ext", "width", "height", "score", "year", "aesthetic", "n_general", "tags"):
             getattr(self, name).append(_value(p, name))
-        self.has_score.append(int(getattr(p, "has_score", True)))
+        self.has_score.append(int(p.has_score))
         self.source.append(source)
 
     def replace(self, row: int, p, source: int) -> None:
         for name in ("md5", "ext", "width", "height", "score", "year", "aesthetic", "n_general", "tags"):
             getattr(self, name)[row] = _value(p, name)
-        self.has_score[row] = int(getattr(p, "has_score", True))
+        self.has_score[row] = int(p.has_score)
         self.source[row] = source
 
 
@@ -62,19 +62,20 @@ def _value(p, name: str):
     return getattr(p, name)
 
 
-def post_stream(source, bad: Counter):
+def post_stream(source, bad: Counter, notes: list[str]):
     """The posts of one source: a posts file, or anything with a `posts(bad)` method (a captioned folder)."""
-    return source.posts(bad) if hasattr(source, "posts") else read_posts(source, bad)
+    return source.posts(bad) if hasattr(source, "posts") else read_posts(source, bad, notes)
 
 
-def ingest_posts(sources, bad: Counter, ratings: Counter) -> PostColumns:
+def ingest_posts(sources, bad: Counter, ratings: Counter, notes: list[str] | None = None) -> PostColumns:
     """Stream the posts of every source (posts files, captioned folders) into columns; skipped records are
-    counted in `bad` by reason."""
+    counted in `bad` by reason, how each file was read goes to `notes`."""
     cols = PostColumns()
+    notes = [] if notes is None else notes
     row_of: dict[int, int] = {}
     for source, src in enumerate(sources if isinstance(sources, (list, tuple)) else [sources]):
         seen_here: set[int] = set()
-        for p in post_stream(src, bad):
+        for p in post_stream(src, bad, notes):
             if p.id in seen_here:
                 bad["duplicate_id"] += 1
                 continue

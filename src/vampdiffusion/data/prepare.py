@@ -318,7 +318,10 @@ def prepare(cfg: Config, posts: str | Path | list, images: str | Path | list, ou
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     bad, ratings = Counter(), Counter()
-    cols = ingest_posts(posts + folders, bad, ratings)
+    notes: list[str] = []
+    cols = ingest_posts(posts + folders, bad, ratings, notes)
+    for line in notes:
+        log(f"posts: {line}")
     n_records = len(cols) + sum(bad.values())
     log(f"ingest: {n_records:,} records, {len(cols):,} parsed posts ({time.time() - t0:.1f} s)")
     check_posts(cols, n_records, bad, posts)
@@ -335,6 +338,7 @@ def prepare(cfg: Config, posts: str | Path | list, images: str | Path | list, ou
     tiers = tier_table(manifest["quality"], d.quality_tier_starts)
     styles = style_table(manifest["style"], labels.load_style_clusters(d.style_clusters))
     report = prepare_report(d, posts, images, n_records, cols, img, f, manifest, vocab, tiers, styles, bad, ratings)
+    report["posts_read_as"] = notes
     report["image_sources"] = {"layouts": [s.layout for s in source.sources], "posts_from_each": source.counts,
                                "problems": dict(sorted(source.problems.items()))}
     report["seconds"] = round(time.time() - t0, 2)
