@@ -175,8 +175,18 @@ def edge_sharpness(img: np.ndarray, masks: list[np.ndarray], bg_rows: np.ndarray
 # The oracle
 # ----------------------------------------------------------------------------
 
-def read_image(img: np.ndarray, palette: Palette) -> OracleReading:
-    """img (H, W, 3) uint8, or float in [0, 1] → background, objects (colour, shape), sharpness."""
+@dataclass
+class Segmentation:
+    """An image as the oracle reads it: the 64×64 float image, its background and its objects' masks."""
+    img: np.ndarray               # (ANALYSIS_SIDE, ANALYSIS_SIDE, 3) float in [0, 1]
+    background: str
+    bg_rows: np.ndarray           # (ANALYSIS_SIDE, 3) the per-row background colour
+    colours: list[str]            # per object, largest first
+    masks: list[np.ndarray]       # per object (bool, holes filled), largest first
+
+
+def analysis_image(img: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8, or float in [0, 1] → (ANALYSIS_SIDE, ANALYSIS_SIDE, 3) float64 in [0, 1]."""
     img = np.asarray(img)
     if img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"the oracle reads (H, W, 3) RGB images, got shape {img.shape}")
@@ -184,7 +194,33 @@ def read_image(img: np.ndarray, palette: Palette) -> OracleReading:
         img = (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     if img.shape[:2] != (ANALYSIS_SIDE, ANALYSIS_SIDE):  # one scale for every reading (box filter averages noise)
         img = np.asarray(Image.fromarray(img).resize((ANALYSIS_SIDE, ANALYSIS_SIDE), Image.Resampling.BOX))
-    img = img.astype(np.float64) / 255.0
+    return img.astype(np.float64) / 255.0
+
+
+def object_mask(k: int, cores: list[np.ndarray], contrast: float, dist: np.ndarray, chroma: np.ndarray,
+                value: np.ndarray, near: list[np.ndarray]) -> np.ndarray | None:
+    """Object k's mask: where it stands out by half its contrast (the 50% edge, unbiased under blur), connected
+    to its own hue core; pixels two objects both claim go to the nearer core; None when nothing is left."""
+    # dark pixels (outlines, hatching, eyes) belong to the object; on a dark background they are too close to it
+    region = (dist > EDGE_LEVEL * contrast) & ((chroma > MIN_CHROMA) | (value < DARK_VALUE))
+    lab, n = ndimage.label(region)
+    keep = np.unique(lab[cores[k] & region])
+    m = np.isin(lab, keep[keep > 0])
+    for j in range(len(cores)):
+        if j != k:
+            m &= near[k] <= near[j]
+    lab, n = ndimage.label(m)
+    if n == 0:
+        return None
+    sizes = ndimage.sum(m, lab, index=range(1, n + 1))
+    m = lab == (1 + int(np.argmax(sizes)))
+    closed = ndimage.binary_closing(m, iterations=2)
+    return m | (ndimage.binary_fill_holes(closed) & ~closed) | ndimage.binary_fill_holes(m)  # interior of a broken outline
+
+
+def segment(img: np.ndarray, palette: Palette) -> Segmentation:
+    """img (H, W, 3) uint8, or float in [0, 1] → the background and each object's colour and mask."""
+    img = analysis_image(img)
     H, W, _ = img.shape
     background, bg_rows = classify_background(img, palette)
     names = palette.colour_names
@@ -195,39 +231,37 @@ def read_image(img: np.ndarray, palette: Palette) -> OracleReading:
     dh = np.abs((hue[..., None] - palette.hues + 180.0) % 360.0 - 180.0)            # (H, W, n_colours)
     group = dh.argmin(-1)
     candidate = (dist > FOREGROUND_DISTANCE) & (chroma > MIN_CHROMA)
-    cores, contrasts = [], []
+    found, cores, contrasts = [], [], []
     for c in range(len(names)):
         core = candidate & (group == c)
         if core.sum() >= MIN_OBJECT_SHARE * H * W:
-            cores.append((c, core))
+            found.append(c)
+            cores.append(core)
             contrasts.append(np.percentile(dist[core], 90))
-    # each object's mask: where it stands out by half its contrast (the 50% edge, unbiased under blur),
-    # connected to its own hue core; pixels two objects both claim go to the nearer core
-    near = [ndimage.distance_transform_edt(~core) for _, core in cores]
-    objects, masks = [], []
-    for k, (c, core) in enumerate(cores):
-        # dark pixels (outlines, hatching, eyes) belong to the object; on a dark background they are too close to it
-        region = (dist > EDGE_LEVEL * contrasts[k]) & ((chroma > MIN_CHROMA) | (value < DARK_VALUE))
-        lab, n = ndimage.label(region)
-        keep = np.unique(lab[core & region])
-        m = np.isin(lab, keep[keep > 0])
-        for j in range(len(cores)):
-            if j != k:
-                m &= near[k] <= near[j]
-        lab, n = ndimage.label(m)
-        if n == 0:
-            continue
-        sizes = ndimage.sum(m, lab, index=range(1, n + 1))
-        m = lab == (1 + int(np.argmax(sizes)))
-        closed = ndimage.binary_closing(m, iterations=2)
-        m = m | (ndimage.binary_fill_holes(closed) & ~closed) | ndimage.binary_fill_holes(m)  # interior of a broken outline
+    near = [ndimage.distance_transform_edt(~core) for core in cores]
+    colours, masks = [], []
+    for k, c in enumerate(found):
+        m = object_mask(k, cores, contrasts[k], dist, chroma, value, near)
+        if m is not None:
+            colours.append(names[c])
+            masks.append(m)
+    order = np.argsort([-int(m.sum()) for m in masks])
+    return Segmentation(img=img, background=background, bg_rows=bg_rows, colours=[colours[i] for i in order],
+                        masks=[masks[i] for i in order])
+
+
+def read_image(img: np.ndarray, palette: Palette) -> OracleReading:
+    """img (H, W, 3) uint8, or float in [0, 1] → background, objects (colour, shape), sharpness."""
+    return reading_of(segment(img, palette))
+
+
+def reading_of(seg: Segmentation) -> OracleReading:
+    """The colour / shape / background / sharpness reading of a segmented image."""
+    objects = []
+    for colour, m in zip(seg.colours, seg.masks):
         harmonics = radial_harmonics(m)
-        ys, xs = np.nonzero(m)
-        objects.append(OracleObject(colour=names[c], shape=classify_shape(harmonics),
-                                    pixels=int(m.sum()), harmonics=tuple(round(a, 4) for a in harmonics),
-                                    cx=float(xs.mean() / W)))
-        masks.append(m)
-    order = np.argsort([-o.pixels for o in objects])
-    objects = [objects[i] for i in order]
-    masks = [masks[i] for i in order]
-    return OracleReading(background=background, objects=objects, sharpness=edge_sharpness(img, masks, bg_rows))
+        _, xs = np.nonzero(m)
+        objects.append(OracleObject(colour=colour, shape=classify_shape(harmonics), pixels=int(m.sum()),
+                                    harmonics=tuple(round(a, 4) for a in harmonics), cx=float(xs.mean() / m.shape[1])))
+    return OracleReading(background=seg.background, objects=objects,
+                         sharpness=edge_sharpness(seg.img, seg.masks, seg.bg_rows))
