@@ -52,18 +52,23 @@ class Filtered:
     removed_by_dedup: int
 
 
+def names(paths: list[Path]) -> str:
+    """Paths as a user typed them, comma-separated (not a Python list of PosixPath)."""
+    return ", ".join(str(p) for p in paths)
+
+
 def check_posts(cols: PostColumns, n_records: int, bad: Counter, posts) -> None:
     if len(cols) == 0:
         reasons = ", ".join(f"{k} {v:,}" for k, v in bad.most_common(3)) or "the file holds no record"
-        raise EmptyResult(f"no post could be parsed from {posts} ({n_records:,} records; {reasons}): --posts must be "
-                          f"Danbooru posts as JSON lines, a JSON array or parquet (optionally .gz / .zst) with at least "
-                          f"id, created_at and score (or up_score/down_score)")
+        raise EmptyResult(f"no post could be parsed from {names(posts)} ({n_records:,} records; {reasons}): --posts "
+                          f"must be Danbooru posts as JSON lines, a JSON array or parquet (optionally .gz / .zst) with "
+                          f"at least id, created_at and score (or up_score/down_score)")
 
 
 def check_images(img: ImageColumns, bad: Counter, images, source) -> None:
     if not img.ok.any():
         reasons = ", ".join(f"{k} {v:,}" for k, v in bad.most_common(3))
-        raise EmptyResult(f"no image of the posts could be used from {images} ({reasons}), read as a "
+        raise EmptyResult(f"no image of the posts could be used from {names(images)} ({reasons}), read as a "
                           f"{source.layout}: check that --images is the folder of these posts' images; the layouts read "
                           f"are: {'; '.join(LAYOUTS)}")
 

@@ -104,14 +104,26 @@ def plan_shards(widths: np.ndarray, heights: np.ndarray, buckets: list[tuple[int
     return plan
 
 
+def missing_manifest(path: Path) -> str:
+    """Why there is no manifest: a prepare that kept no post leaves its report.json but no manifest."""
+    try:
+        kept = json.loads((path.parent / "report.json").read_text())["kept"]
+    except (OSError, ValueError, KeyError, TypeError):
+        kept = None
+    if kept == 0:
+        return (f"{path.parent} holds no manifest.parquet: `vamp data prepare` kept no post there (its stages.json "
+                f"marks the stage that removed every row); loosen that stage's setting and prepare again")
+    return (f"manifest {path} not found; run `vamp data prepare` first, or pass --manifest "
+            f"<folder with manifest.parquet | file.parquet>")
+
+
 def read_manifest(manifest: str | Path) -> tuple[pa.Table, Path]:
     """The manifest table (a parquet file, or the `vamp data prepare` folder holding manifest.parquet)."""
     path = Path(manifest)
     if path.is_dir():
         path = path / "manifest.parquet"
     if not path.is_file():
-        raise FileNotFoundError(f"manifest {path} not found; run `vamp data prepare` first, or pass --manifest "
-                                f"<folder with manifest.parquet | file.parquet>")
+        raise FileNotFoundError(missing_manifest(path))
     table = pq.read_table(path)
     missing = [c for c in REQUIRED_COLUMNS if c not in table.column_names]
     if missing:
