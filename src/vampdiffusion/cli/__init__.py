@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from vampdiffusion import __version__
 from vampdiffusion.config import Config, ConfigError, load_config
@@ -75,6 +76,12 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def one_line_warnings(command: str) -> None:
+    """Warnings the library raises about the user's input (a truncated file, an unknown tag) print as one line
+    `vamp <command>: warning: ...`, without Python's source-line echo."""
+    warnings.formatwarning = lambda message, category, *_, **__: f"vamp {command}: warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(argv)
@@ -84,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     name = " ".join(x for x in (args.command, getattr(args, "data_command", None)) if x)
+    one_line_warnings(name)
     try:
         return int(importlib.import_module(module).main(args) or 0)
     except ConfigError as e:
