@@ -20,6 +20,8 @@ import yaml
 
 # the choices of the string fields, one home each (code that needs the list uses typing.get_args)
 MoEDispatch = Literal["grouped", "loop"]
+StyleRouting = Literal["image", "token"]
+StyleFFN = Literal["moe", "dense"]
 BetaSchedule = Literal["linear", "scaled_linear", "cosine"]
 TimestepSampling = Literal["uniform", "lognormal", "logit_normal"]
 LossWeighting = Literal["none", "min_snr"]
@@ -56,6 +58,8 @@ class ModelConfig:
     enc_mlp_ratio: float = 4.0        # tag encoder FFN ratio
     num_style_experts: int = 8        # N_S
     style_top_k: int = 2              # experts per image in style MoE blocks
+    style_routing: StyleRouting = "image"  # "image": one decision per image from [e_tag ; e_t] | "token": per token from [LN(x_n) ; e_tag ; e_t]
+    style_ffn: StyleFFN = "moe"       # "moe": style MoE blocks | "dense": one FFN of style_top_k experts' width there, no router (the dense twin)
     num_quality_experts: int = 4      # N_Q
     num_quality_tiers: int = 4        # quality tiers 0..3 (rows of the quality embedding)
     moe_dispatch: MoEDispatch = "grouped"  # "grouped" (torch._grouped_mm on stacked weights; bmm fallback) or "loop" (per-image reference)
@@ -297,6 +301,9 @@ def _check_relations(cfg: Config) -> None:
     m, d = cfg.model, cfg.data
     if m.style_top_k > m.num_style_experts:
         raise ConfigError(f"model.style_top_k={m.style_top_k} must be <= model.num_style_experts={m.num_style_experts}")
+    if m.style_routing == "token" and m.style_ffn == "dense":
+        raise ConfigError("model.style_routing=token needs model.style_ffn=moe: the dense twin has no style router to "
+                          "route tokens; set one of them back (style_routing=image or style_ffn=moe)")
     for width, heads in (("hidden_size", "num_heads"), ("enc_dim", "enc_heads")):
         if getattr(m, width) % getattr(m, heads):
             raise ConfigError(f"model.{width}={getattr(m, width)} must be divisible by model.{heads}={getattr(m, heads)}")

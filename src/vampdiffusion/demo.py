@@ -109,8 +109,9 @@ def data_stages(a: DemoArgs, cfg: Config, timings: dict) -> Path:
     synth = SynthArgs(n=a.n, size=a.size, seed=a.seed, workers=min(2, os.cpu_count() or 1))
     run_stage("1/6 synthesise the Danbooru-like dataset", out / "synth", {"n": a.n, "size": a.size, "seed": a.seed},
               lambda: synthesize(synth, out / "synth"), timings)
+    # prepare reads cfg.data and cfg.model.max_tags only, so a model or training override reuses the data stages
     run_stage("2/6 prepare: ingest, five filter stages, labels, vocabulary", out / "prepared",
-              {"config": without_vae_path(cfg), "synth": marker_digest(out / "synth")},
+              {"data": config_to_dict(cfg)["data"], "max_tags": cfg.model.max_tags, "synth": marker_digest(out / "synth")},
               lambda: prepare(cfg, out / "synth" / "posts.jsonl", out / "synth", out / "prepared"), timings)
     run_stage("3/6 encode latents with TAESD-XL", out / "latents",
               {"latents": without_vae_path(cfg)["latents"], "prepared": marker_digest(out / "prepared")},
@@ -145,13 +146,15 @@ def evaluate_stage(a: DemoArgs, cfg: Config, latents: Path, runs: list[Path], ti
     """The phase-3 model's evaluation, the held-out routing after every phase, the composition check."""
     from vampdiffusion.evaluation.evaluate import evaluate
     from vampdiffusion.evaluation.routing import heldout_routing
-    from vampdiffusion.generation.generate import expert_routing, generate, load_generator
+    from vampdiffusion.generation.generate import expert_routing, generate, load_generator, read_model_config
     from vampdiffusion.latents.loader import LatentDataset
     from vampdiffusion.models.dit import VampDiT
     banner("5/6 evaluate")
     t0 = time.time()
     heldout = LatentDataset(latents, split="eval", max_tags=cfg.model.max_tags)
-    routing = {f"phase {p}": heldout_routing(VampDiT.from_pretrained(run / "model").eval(), heldout, cfg)
+    # each run's own config: it holds the latent space a token router reads x_t in
+    routing = {f"phase {p}": heldout_routing(VampDiT.from_pretrained(run / "model").eval(), heldout,
+                                             read_model_config(run / "model"))
                for p, run in enumerate(runs, start=1)}
     ev = evaluate(runs[-1] / "model", latents, truth=a.out / "synth" / "truth.jsonl",
                   logs=[run / "metrics.jsonl" for run in runs], vae_path=cfg.latents.vae_path, device="cpu")

@@ -9,7 +9,10 @@ training logs too):
   heatmap  rows = label, columns = top-1 expert, each row normalised to 1
 
 The style router sees [e_tag ; e_t], so its decision depends on the timestep: `collect_routing`
-draws t uniformly from all T steps (seeded), the distribution a sampler's path covers.
+draws t uniformly from all T steps (seeded), the distribution a sampler's path covers. Under
+model.style_routing = token it also reads the tokens: the held-out latents noised to x_t at those t (seeded),
+in the model's latent space; the image's routing is then its mean over tokens (moe.image_style_routing).
+A model without style routers (model.style_ffn = dense) has no style rows: its style accuracy is None.
 """
 
 from __future__ import annotations
@@ -138,26 +141,43 @@ def metrics_from_record(record: RoutingRecord, num_style_experts: int, num_quali
 # Collection
 # ----------------------------------------------------------------------------
 
+def latent_noiser(cfg):
+    """(latent, t, generator) -> x_t = α_t x0 + σ_t ε of stored latents, in the model's latent space (cfg: its Config)."""
+    from vampdiffusion.diffusion.schedule import NoiseSchedule
+    from vampdiffusion.latents.latent_space import channel_affine, standardise
+    schedule, affine = NoiseSchedule(cfg.diffusion), channel_affine(cfg.latents, cfg.model.in_channels)
+
+    def noise(latent: torch.Tensor, t: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        x0 = standardise(latent.float(), affine)
+        return schedule.q_sample(x0, t, torch.randn(x0.shape, generator=g))
+    return noise
+
+
 @torch.no_grad()
 def collect_routing(model: torch.nn.Module, batches: Iterable[dict], num_timesteps: int, seed: int = 0,
-                    device: str | torch.device = "cpu") -> RoutingRecord:
+                    device: str | torch.device = "cpu", noise=None) -> RoutingRecord:
     """Run the routers on held-out loader batches ({"tag_ids", "quality", "style", ...}) at uniformly drawn
-    timesteps and record every decision (routing depends on the conditioning only: no latents needed)."""
+    timesteps and record every decision. Per-image routing depends on the conditioning only; a model that
+    routes tokens gets x_t = noise(batch["latent"], t, generator) (latent_noiser) as well."""
     g = torch.Generator().manual_seed(seed)
+    g_noise = torch.Generator().manual_seed(seed + 1)
     record = RoutingRecord()
     model.eval()
     for batch in batches:
         B = batch["tag_ids"].shape[0]
         t = torch.randint(0, num_timesteps, (B,), generator=g)
-        aux = model.route(batch["tag_ids"].to(device), t.to(device), batch["quality"].to(device))
+        x = None if noise is None else noise(batch["latent"], t, g_noise).to(device)
+        aux = model.route(batch["tag_ids"].to(device), t.to(device), batch["quality"].to(device), x=x)
         record.add(aux, batch["style"], batch["quality"])
     return record
 
 
 def heldout_routing(model: torch.nn.Module, ds, cfg, device: str | torch.device = "cpu") -> dict:
-    """The routing metrics of `model` over every row of a held-out LatentDataset (cfg: the model's Config)."""
+    """The routing metrics of `model` over every row of a held-out LatentDataset (cfg: the model's Config;
+    under token routing its latents section must hold the latent space the model was trained in)."""
     from vampdiffusion.evaluation.heldout import heldout_batches
     batches = (b for _, b in heldout_batches(ds, np.arange(len(ds)), cfg.eval.batch_size))
-    record = collect_routing(model, batches, cfg.diffusion.num_timesteps, cfg.eval.seed, device)
+    noise = latent_noiser(cfg) if cfg.model.style_routing == "token" else None
+    record = collect_routing(model, batches, cfg.diffusion.num_timesteps, cfg.eval.seed, device, noise)
     return metrics_from_record(record, cfg.model.num_style_experts, cfg.model.num_quality_experts,
                                cfg.eval.collapse_threshold)

@@ -451,7 +451,7 @@ def _branch_routing(gen: LoadedModel, ids: list[int], quality: int, style: Style
             "style_top2_per_block": [sorted({int(e) for e in s_exp[i].flatten()}) for i in range(len(s_exp))],
             "style_top1_per_block": [int(torch.mode(s_exp[i, :, 0]).values) for i in range(len(s_exp))],
             "style_gate_per_block": gate_share.tolist(),
-            "style_probs_mean": aux.style_probs.mean(dim=(0, 1)).tolist(),
+            "style_probs_mean": aux.style_probs.mean(dim=(0, 1)).tolist() if len(aux.style_blocks) else None,
             "quality_expert_per_block": [int(torch.mode(q_exp[i]).values) for i in range(len(q_exp))]}
 
 

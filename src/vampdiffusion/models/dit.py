@@ -4,7 +4,8 @@ x (B, 4, h, w), t (B,), tag_ids (B, L), quality (B,)  ->  v (B, 4, h, w), MoEAux
 
 Block kinds by index i: even -> standard FFN, i ≡ 1 (mod 4) -> style MoE, i ≡ 3 (mod 4) -> quality MoE.
 adaLN-Zero: modulation and final layer start at zero, so every block starts as the identity and
-the untrained model outputs exactly zero.
+the untrained model outputs exactly zero. The ablation switches model.style_routing (image | token) and
+model.style_ffn (moe | dense) change what the style blocks are; their defaults build the v1 model.
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ from torch.utils.checkpoint import checkpoint
 
 from vampdiffusion.config import Config, ConfigError, ModelConfig, config_from_dict, config_to_dict
 from vampdiffusion.data.vocab import VOCAB_NAME  # noqa: F401  (part of a model folder)
-from vampdiffusion.models.moe import ExpertFFNs, MoEAux, QualityMoE, StyleMoE, balance_loss
+from vampdiffusion.models.moe import (
+    DenseStyleFFN, ExpertFFNs, MoEAux, QualityMoE, StyleMoE, TokenStyleMoE, balance_loss, image_style_routing,
+)
 from vampdiffusion.models.tag_encoder import TagEncoder
 
 # a model folder: config.json (the full Config), the EMA weights, the live weights of a training run, the vocabulary
@@ -93,7 +96,8 @@ class FFN(nn.Module):
 
 
 class Block(nn.Module):
-    """adaLN-Zero block; self.ffn is an FFN, a StyleMoE or a QualityMoE depending on the block index."""
+    """adaLN-Zero block; self.ffn is an FFN, a StyleMoE or a QualityMoE depending on the block index
+    (a DenseStyleFFN in the style blocks of the dense twin, a TokenStyleMoE in a TokenRoutedBlock)."""
 
     def __init__(self, cfg: ModelConfig, kind: str):
         super().__init__()
@@ -102,7 +106,11 @@ class Block(nn.Module):
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.attn = Attention(d, cfg.num_heads)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        if kind == "style":
+        if kind == "style" and cfg.style_ffn == "dense":
+            self.ffn = DenseStyleFFN(d, cfg.style_top_k * hidden)
+        elif kind == "style" and cfg.style_routing == "token":
+            self.ffn = TokenStyleMoE(d, hidden, cfg.num_style_experts, cfg.style_top_k, cfg.moe_dispatch)
+        elif kind == "style":
             self.ffn = StyleMoE(d, hidden, cfg.num_style_experts, cfg.style_top_k, cfg.moe_dispatch)
         elif kind == "quality":
             self.ffn = QualityMoE(d, hidden, cfg.num_quality_experts, cfg.moe_dispatch)
@@ -116,6 +124,25 @@ class Block(nn.Module):
         x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))  # (B, N, d)
         x = x + gate2[:, None] * self.ffn(modulate(self.norm2(x), shift2, scale2), experts, gates)
         return x
+
+
+class TokenRoutedBlock(Block):
+    """A style block under model.style_routing = token: the router reads each token's LN(x) after attention,
+    so the routing happens inside the block; returns it with the new hidden state."""
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, e_tag_t: torch.Tensor, style_override: torch.Tensor | None):
+        shift1, scale1, gate1, shift2, scale2, gate2 = self.adaLN_modulation(c).chunk(6, dim=1)  # 6 × (B, d)
+        x = x + gate1[:, None] * self.attn(modulate(self.norm1(x), shift1, scale1))  # (B, N, d)
+        x_norm = self.norm2(x)                                                        # LN(x), the router's token input
+        logits, p, experts, gates = self.ffn.route(x_norm, e_tag_t, style_override)   # (B, N, N_S) ×2, (B, N, k) ×2
+        x = x + gate2[:, None] * self.ffn(modulate(x_norm, shift2, scale2), experts, gates)
+        return x, logits, p, experts, gates
+
+
+def make_block(cfg: ModelConfig, i: int) -> Block:
+    """Block i of the model: a TokenRoutedBlock for a style block under token routing, else a Block."""
+    token = block_kind(i) == "style" and cfg.style_routing == "token" and cfg.style_ffn == "moe"
+    return (TokenRoutedBlock if token else Block)(cfg, block_kind(i))
 
 
 class FinalLayer(nn.Module):
@@ -139,6 +166,8 @@ class FinalLayer(nn.Module):
 class VampDiT(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
+        if cfg.style_routing == "token" and cfg.style_ffn == "dense":
+            raise ValueError("model.style_routing=token needs model.style_ffn=moe (the dense twin has no style router)")
         self.cfg = cfg
         d, p, C = cfg.hidden_size, cfg.patch_size, cfg.in_channels
         self.tag_encoder = TagEncoder(cfg)
@@ -148,9 +177,10 @@ class VampDiT(nn.Module):
         self.t_embedder = TimestepEmbedder(d, cfg.timestep_freq_dim)
         self.q_embedder = nn.Embedding(cfg.num_quality_tiers, d)         # table [4, d] -> e_q
         self.cond_mlp = nn.Sequential(nn.Linear(2 * d, d), nn.SiLU(), nn.Linear(d, d))
-        self.blocks = nn.ModuleList([Block(cfg, block_kind(i)) for i in range(cfg.depth)])
+        self.blocks = nn.ModuleList([make_block(cfg, i) for i in range(cfg.depth)])
         self.final_layer = FinalLayer(d, p, C)
-        self.style_blocks = tuple(i for i in range(cfg.depth) if block_kind(i) == "style")
+        # the blocks with a style router (none in the dense twin)
+        self.style_blocks = tuple(i for i in range(cfg.depth) if block_kind(i) == "style" and cfg.style_ffn == "moe")
         self.quality_blocks = tuple(i for i in range(cfg.depth) if block_kind(i) == "quality")
         self.initialize_weights()
 
@@ -218,37 +248,54 @@ class VampDiT(nn.Module):
         e_t = self.t_embedder(t)                                       # (B, d)
         e_q = self.q_embedder(quality)                                 # (B, d)
         c = self.cond_mlp(torch.cat([e_t, e_tag], dim=1)) + e_q        # c = MLP([e_t ; e_tag]) + e_q
-        routes, aux = self._route(torch.cat([e_tag, e_t], dim=1), e_q, style_override)
+        e_tag_t = torch.cat([e_tag, e_t], dim=1)                       # (B, 2d) the style routers' input
+        routes, aux = self._route(e_tag_t, e_q, style_override)
         # patchify: (B, C, h, w) -> (B, N, p·p·C), token (i, j) row-major
         tokens = x.view(B, C, gh, p, gw, p).permute(0, 2, 4, 3, 5, 1).reshape(B, gh * gw, p * p * C)
         pos = (self.pos_row[:gh, None, :] + self.pos_col[None, :gw, :]).reshape(gh * gw, -1)  # R[i] + C[j]
         h = self.x_embedder(tokens) + pos                              # (B, N, d)
+        token_routes = []
         for i, block in enumerate(self.blocks):
+            if isinstance(block, TokenRoutedBlock):
+                h, *route = self._run_block(block, h, c, e_tag_t, style_override)
+                token_routes.append(route)
+                continue
             experts, gates = routes.get(i, (None, None))
-            if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
-                h = checkpoint(block, h, c, experts, gates, use_reentrant=False)
-            else:
-                h = block(h, c, experts, gates)
+            h = self._run_block(block, h, c, experts, gates)
         out = self.final_layer(h, c)                                   # (B, N, p·p·C)
         v = out.view(B, gh, gw, p, p, C).permute(0, 5, 1, 3, 2, 4).reshape(B, C, gh * p, gw * p)
+        if token_routes:
+            aux = self._with_token_style_routing(aux, token_routes, style_override)
         return v, aux
 
+    def _run_block(self, block: Block, *args):
+        if self.cfg.gradient_checkpointing and torch.is_grad_enabled():
+            return checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
     def route(self, tag_ids: torch.Tensor, t: torch.Tensor, quality: torch.Tensor,
-              style_override: torch.Tensor | None = None) -> MoEAux:
+              style_override: torch.Tensor | None = None, x: torch.Tensor | None = None) -> MoEAux:
         """The routers alone: the style and quality experts every MoE block picks for these images at these
-        timesteps (routing depends on the conditioning only, so no latents are needed)."""
+        timesteps (per-image routing depends on the conditioning only, so no latents are needed).
+
+        Under model.style_routing = token the style routers read the tokens: give x (B, C, h, w), the noised
+        latents x_t, and the whole forward runs; without x the style rows are empty (quality routing only)."""
         if style_override is not None:
             self._check_style_override(style_override, tag_ids.shape[0])
         _, _, e_tag = self.encode_tags(tag_ids)
+        if x is not None and self.cfg.style_routing == "token":
+            return self.denoise(x, t, e_tag, quality, style_override)[1]
         e_t = self.t_embedder(t)                                       # (B, d)
         e_q = self.q_embedder(quality)                                 # (B, d)
         return self._route(torch.cat([e_tag, e_t], dim=1), e_q, style_override)[1]
 
     def _route(self, e_tag_t: torch.Tensor, e_q: torch.Tensor, style_override: torch.Tensor | None):
-        """Every router runs once, before the blocks (routing depends only on per-image conditioning)."""
+        """Every per-image router runs once, before the blocks (its routing depends only on per-image
+        conditioning); token-routed style blocks route inside the block."""
         routes: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         s_logits, s_probs, s_experts, s_gates = [], [], [], []
-        for i in self.style_blocks:
+        image_style_blocks = self.style_blocks if self.cfg.style_routing == "image" else ()
+        for i in image_style_blocks:
             logits, p, experts, gates = self.blocks[i].ffn.route(e_tag_t, style_override)
             routes[i] = (experts, gates)
             s_logits.append(logits); s_probs.append(p); s_experts.append(experts); s_gates.append(gates)
@@ -272,9 +319,20 @@ class VampDiT(nn.Module):
             style_logits=style_logits, style_probs=style_probs, style_experts=style_experts,
             style_gates=torch.stack(s_gates) if s_gates else torch.zeros(0, B, k, device=dev),
             quality_logits=quality_logits, quality_probs=quality_probs, quality_experts=quality_experts[..., 0],
-            style_blocks=self.style_blocks, quality_blocks=self.quality_blocks,
+            style_blocks=image_style_blocks, quality_blocks=self.quality_blocks,
         )
         return routes, aux
+
+    def _with_token_style_routing(self, aux: MoEAux, token_routes: list, style_override: torch.Tensor | None) -> MoEAux:
+        """aux with the style rows of the token-routed blocks: per image where MoEAux holds images
+        (image_style_routing: ln p̄, p̄, top-k of p̄), L_bal^S over the B·N tokens (f, P per token slot)."""
+        logits, probs, experts, _ = (torch.stack(parts) for parts in zip(*token_routes))  # (n_S, B, N, ·)
+        image = [image_style_routing(block_logits, self.cfg.style_top_k, style_override) for block_logits in logits]
+        img_logits, img_probs, img_experts, img_gates = (torch.stack(parts) for parts in zip(*image))  # (n_S, B, ·)
+        return dataclasses.replace(
+            aux, balance_style=balance_loss(probs.flatten(1, 2), experts.flatten(1, 2)),
+            style_logits=img_logits, style_probs=img_probs, style_experts=img_experts, style_gates=img_gates,
+            style_blocks=self.style_blocks, style_token_experts=experts)
 
     def _check_inputs(self, x, t, e_tag, quality, style_override) -> tuple[int, int]:
         cfg = self.cfg
@@ -302,6 +360,9 @@ class VampDiT(nn.Module):
         """(B,) long forced experts (-1 = routed) or (B, N_S) float mixing weights, at most style_top_k per image."""
         cfg = self.cfg
         N, k = cfg.num_style_experts, cfg.style_top_k
+        if not self.style_blocks:
+            raise ValueError("style_override forces style experts, and this model has no style MoE block "
+                             "(model.style_ffn=dense puts a plain FFN where the style experts are); leave the style unset")
         if style_override.shape not in ((B,), (B, N)):
             raise ValueError(f"style_override must have shape ({B},) (one forced expert per image) or ({B}, {N}) "
                              f"(mixing weights per image), got {tuple(style_override.shape)}")

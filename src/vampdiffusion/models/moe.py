@@ -2,6 +2,9 @@
 
 Routing is per image: one decision for all tokens of an image, so every expert sees whole images.
 An image-slot is one (image, chosen expert) pair; a batch has B·k slots.
+Two ablation switches build other style blocks (docs/model.md#ablation-switches): `TokenStyleMoE`
+(model.style_routing = token: top-k per token, each token dispatched as a one-token slot group through the
+same runners) and `DenseStyleFFN` (model.style_ffn = dense: one FFN of k experts' width, no router).
 
 Four interchangeable expert runners compute out_b = Σ_j g_bj · E_{e_bj}(x_b):
   experts_grouped_mm  slots sorted by expert, one torch._grouped_mm per FFN matmul over contiguous
@@ -16,6 +19,7 @@ Stacked weights are single parameters, so every expert gets a gradient (zero whe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -230,6 +234,68 @@ class StyleMoE(nn.Module):
         return run_experts(self.experts, self.dispatch, x, experts, gates)
 
 
+class TokenStyleMoE(nn.Module):
+    """Style MoE FFN routed per token: r_n = W_S [LN(x_n) ; e_tag ; e_t] + b, top-k per token, 8 expert FFNs.
+
+    LN(x_n) is the token's normalised hidden state before the adaLN modulation (which also carries e_q);
+    [e_tag ; e_t] is the per-image router input, so r_n = W_x LN(x_n) + (W_c [e_tag ; e_t] + b): per-image
+    routing plus a per-token term. The B·N tokens go through the same runners as B·N one-token images."""
+
+    def __init__(self, dim: int, hidden: int, num_experts: int, top_k: int, dispatch: str):
+        super().__init__()
+        self.top_k, self.dispatch = top_k, dispatch
+        self.router = nn.Linear(3 * dim, num_experts)  # W_S = [W_x | W_c], b
+        self.experts = ExpertFFNs(num_experts, dim, hidden)
+
+    def route(self, x_norm: torch.Tensor, e_tag_t: torch.Tensor, style_override: torch.Tensor | None = None):
+        """x_norm (B, N, d) = LN(x), e_tag_t (B, 2d) -> logits, p (B, N, N_S), experts, gates (B, N, k); fp32.
+        style_override: as StyleMoE.route takes it, applied to every token of the image."""
+        B, N, d = x_norm.shape
+        w, b = self.router.weight, self.router.bias
+        with torch.autocast(x_norm.device.type, enabled=False):  # routing decisions in fp32
+            per_image = F.linear(e_tag_t.float(), w[:, d:].float(), b.float())   # (B, N_S) W_c [e_tag ; e_t] + b
+            logits = F.linear(x_norm.float(), w[:, :d].float()) + per_image[:, None]  # (B, N, N_S) r_n
+        override = None if style_override is None else style_override.repeat_interleave(N, dim=0)
+        p, experts, gates = style_routing(logits.reshape(B * N, -1), self.top_k, override)
+        return logits, p.view(B, N, -1), experts.view(B, N, -1), gates.view(B, N, -1)
+
+    def forward(self, x: torch.Tensor, experts: torch.Tensor, gates: torch.Tensor) -> torch.Tensor:
+        """x (B, N, d), experts / gates (B, N, k) -> (B, N, d)."""
+        B, N, d = x.shape
+        k = experts.shape[-1]
+        y = run_experts(self.experts, self.dispatch, x.reshape(B * N, 1, d), experts.reshape(B * N, k),
+                        gates.reshape(B * N, k))                     # (B·N, 1, d): each token its own slot group
+        return y.view(B, N, d)
+
+
+def image_style_routing(token_logits: torch.Tensor, top_k: int, style_override: torch.Tensor | None = None):
+    """Per-token routing summarised per image, wherever an image-level quantity is needed.
+
+    token_logits (B, N, N_S) -> logits (B, N_S) = ln p̄ with p̄ = mean over the tokens of softmax(r_n), and
+    style_routing of them: p̄, experts (B, k), gates (B, k), the override applied as for per-image routing.
+    softmax(ln p̄) = p̄, so CE(ln p̄, label) = −ln p̄_label: L_spec^S asks the image's mean routing for its label."""
+    N = token_logits.shape[1]
+    logits = torch.logsumexp(token_logits.log_softmax(dim=-1), dim=1) - math.log(N)  # ln p̄ (B, N_S)
+    return (logits, *style_routing(logits, top_k, style_override))
+
+
+class DenseStyleFFN(nn.Module):
+    """The dense twin of a style MoE block: one FFN d -> k·hidden -> d (GELU tanh), no router, every token.
+
+    Its weights are one stacked expert (`ExpertFFNs` with E = 1, hidden = k·4d) named `experts`, so it is
+    initialised, weight-decayed and trained in phase 2 like the experts it stands in for. It has the FFN
+    FLOPs and matmul weights of the k experts an image uses (one output bias where those have k)."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.experts = ExpertFFNs(1, dim, hidden)
+
+    def forward(self, x: torch.Tensor, experts: torch.Tensor | None = None, gates: torch.Tensor | None = None) -> torch.Tensor:
+        f = self.experts
+        h = F.gelu(F.linear(x, f.w1[0].t(), f.b1), approximate="tanh")  # (B, N, k·4d)
+        return F.linear(h, f.w2[0].t(), f.b2)                            # (B, N, d)
+
+
 class QualityMoE(nn.Module):
     """Quality MoE FFN: router r = W_Q e_q + b, top-1 with a straight-through gate, 4 expert FFNs."""
 
@@ -337,7 +403,9 @@ def collapse_alerts(top1_share: torch.Tensor, blocks: tuple[int, ...] | list[int
 @dataclass
 class MoEAux:
     """Balance losses and routing of one forward. Per-block tensors are stacked along dim 0
-    (style blocks 1, 5, 9, …; quality blocks 3, 7, 11, …, in block order)."""
+    (style blocks 1, 5, 9, …; quality blocks 3, 7, 11, …, in block order). Under token routing the style
+    rows are per image (image_style_routing: ln p̄, p̄ and its top-k) and balance_style is over the tokens;
+    a model without style routers (the dense twin) has no style rows (n_S = 0, balance_style = 0)."""
 
     balance_style: torch.Tensor     # () L_bal^S averaged over style blocks
     balance_quality: torch.Tensor   # () L_bal^Q averaged over quality blocks
@@ -350,6 +418,7 @@ class MoEAux:
     quality_experts: torch.Tensor   # (n_Q, B) chosen expert
     style_blocks: tuple[int, ...]   # block index of each style row
     quality_blocks: tuple[int, ...] # block index of each quality row
+    style_token_experts: torch.Tensor | None = None  # (n_S, B, N, k) per-token choices under token routing, else None
 
     def specialisation_losses(self, style: torch.Tensor, quality: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(L_spec^S, L_spec^Q): CE(r^S, style label) over labeled images, CE(r^Q, quality tier)."""

@@ -52,8 +52,10 @@ def build_meta_model(cfg: ModelConfig):
 
 def parameter_groups(model) -> dict[str, int]:
     """Parameters per component; the values sum to sum(p.numel())."""
+    from vampdiffusion.models.dit import block_kind
     groups = {"tag encoder": 0, "embeddings": 0, "backbone": 0, "style experts": 0, "quality experts": 0}
-    style = {f"blocks.{i}." for i in model.style_blocks}
+    # style positions, so the dense twin's FFN there (`ffn.experts`) counts as what stands for the style experts
+    style = {f"blocks.{i}." for i in range(model.cfg.depth) if block_kind(i) == "style"}
     for name, p in model.named_parameters():
         if name.startswith("tag_encoder."):
             key = "tag encoder"
@@ -69,14 +71,16 @@ def parameter_groups(model) -> dict[str, int]:
 
 def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
     """Component counts plus total, active per image, and the SPEC §3 size-check view."""
+    from vampdiffusion.models.dit import block_kind
     model = build_meta_model(cfg)
     groups = parameter_groups(model)
     d, hidden = cfg.hidden_size, int(cfg.hidden_size * cfg.mlp_ratio)
     ffn = 2 * d * hidden + hidden + d                          # one FFN: d -> 4d -> d with biases
-    n_s, n_q = len(model.style_blocks), len(model.quality_blocks)
+    n_s = sum(block_kind(i) == "style" for i in range(cfg.depth))  # style positions (MoE or the dense twin's FFN)
+    n_q = len(model.quality_blocks)
     total = sum(p.numel() for p in model.parameters())
-    inactive = (n_s * (cfg.num_style_experts - cfg.style_top_k) * ffn
-                + n_q * (cfg.num_quality_experts - 1) * ffn)   # experts an image does not use
+    inactive = (len(model.style_blocks) * (cfg.num_style_experts - cfg.style_top_k) * ffn
+                + n_q * (cfg.num_quality_experts - 1) * ffn)   # experts an image does not use (the dense twin: none)
     return {
         **groups,
         "total": total,
@@ -103,10 +107,15 @@ def forward_flops(cfg: ModelConfig, latent_hw: tuple[int, int]) -> dict[str, flo
     he = int(de * cfg.enc_mlp_ratio)
     kinds = [("dense", "style", "dense", "quality")[i % 4] for i in range(cfg.depth)]
     ffn = 2 * N * d * hidden * 2                                    # fc1 + fc2 of one expert / FFN
+    # per style block: W_S [e_tag ; e_t] once per image, plus W_x LN(x_n) per token under token routing;
+    # the dense twin has no router (its FFN of k·4d costs the k experts' FLOPs)
+    style_router = {"image": 2 * 2 * d * cfg.num_style_experts,
+                    "token": 2 * 2 * d * cfg.num_style_experts + 2 * N * d * cfg.num_style_experts}[cfg.style_routing]
+    style_router = style_router if cfg.style_ffn == "moe" else 0
     return {
         "tag encoder": cfg.enc_depth * (2 * L * de * 4 * de + 2 * 2 * L * L * de + 2 * L * de * he * 2) + 2 * de * d,
         "embeddings": 2 * N * p * p * C * d + 2 * (cfg.timestep_freq_dim * d + d * d) + 2 * (2 * d * d + d * d),
-        "modulation + routers": cfg.depth * 2 * d * 6 * d + kinds.count("style") * 2 * 2 * d * cfg.num_style_experts
+        "modulation + routers": cfg.depth * 2 * d * 6 * d + kinds.count("style") * style_router
         + kinds.count("quality") * 2 * d * cfg.num_quality_experts,
         "attention linear": cfg.depth * 2 * N * d * 4 * d,         # qkv + proj
         "attention QK^T, AV": cfg.depth * 2 * 2 * N * N * d,
