@@ -3,8 +3,9 @@
 Every normal, style-labelled post that the score stage keeps (u >= 0.3) of a synthetic set, read three ways at
 64 px: drawn clean (`render_clean`, before degradation), as `vamp data synth` writes it (degraded in step with its
 quality band), and that file after a TAESD-XL encode/decode round trip (what `vamp eval` reads). Accuracy per
-style and per quality band (tier by u, as benchmarks/oracle.py), the confusion matrix, and the per-style means
-of the features behind "dark" (composition check).
+style and per quality band (tier by u, as benchmarks/oracle.py), the confusion matrix, the percentiles of the
+nearest style's score (the round trips' 99th is the module's TYPICAL_SCORE), and the per-style means of the
+features behind "dark" (composition check).
 
     python benchmarks/style_oracle.py --fit --vae-path $VAMP_TAESDXL     # prints the module's constants (seed 101)
     python benchmarks/style_oracle.py --vae-path $VAMP_TAESDXL --json benchmarks/style_oracle.json   # seed 202
@@ -61,7 +62,9 @@ def features_of(images: np.ndarray) -> tuple[np.ndarray, float]:
 
 
 def score(features: np.ndarray, styles: np.ndarray, tiers: np.ndarray, centroids=None, scales=None) -> dict:
-    read = np.array([SO.classify_style(f, centroids, scales).style for f in features])
+    readings = [SO.classify_style(f, centroids, scales) for f in features]
+    read = np.array([r.style for r in readings])
+    nearest = np.array([min(r.scores) for r in readings])
     confusion = np.zeros((SO.NUM_STYLES, SO.NUM_STYLES), int)
     np.add.at(confusion, (styles, read), 1)
     return {"images": len(styles), "accuracy": float(np.mean(read == styles)),
@@ -71,7 +74,9 @@ def score(features: np.ndarray, styles: np.ndarray, tiers: np.ndarray, centroids
                                                          for q in range(4)] for k in range(SO.NUM_STYLES)},
             "worst_style_tier": float(min(np.mean(read[(styles == k) & (tiers == q)] == k)
                                           for k in range(SO.NUM_STYLES) for q in range(4))),
-            "confusion": confusion.tolist()}
+            "confusion": confusion.tolist(),
+            "nearest_score_percentiles": {str(q): float(np.percentile(nearest, q)) for q in (50, 95, 99)},
+            "typical_share": float(np.mean(nearest <= SO.TYPICAL_SCORE))}
 
 
 def constants_text(centroids: np.ndarray, scales: np.ndarray) -> str:
@@ -115,10 +120,11 @@ def main() -> None:
         if kind == "round trip":
             rows[kind]["dark_features"] = dark_means(f, styles)
     print(f"{'images':<12}{'n':>6}{'all':>7}  " + " ".join(f"{k}:{STYLE_NAMES[k][:8]:<8}" for k in range(8))
-          + "   tier 0..3")
+          + "   tier 0..3                nearest score p99, typical")
     for kind, r in rows.items():
         print(f"{kind:<12}{r['images']:>6}{r['accuracy']:>7.3f}  " + " ".join(f"{v:>10.3f}" for v in r["per_style"].values())
-              + "   " + " ".join(f"{v:.3f}" for v in r["per_tier"].values()))
+              + "   " + " ".join(f"{v:.3f}" for v in r["per_tier"].values())
+              + f"   {r['nearest_score_percentiles']['99']:8.1f} {r['typical_share']:.3f}")
     atomic_write_json(a.json, {"command": f"python benchmarks/style_oracle.py --posts {a.posts} --seed {a.seed} "
                                           f"--vae-path $VAMP_TAESDXL --json {a.json}",
                                "fit": f"--fit --posts {a.posts} --fit-seed {a.fit_seed}", "posts": a.posts,

@@ -19,7 +19,7 @@ from vampdiffusion.data.vocab import TagVocab
 from vampdiffusion.evaluation.clip_score import clip_unavailable
 from vampdiffusion.latents.latent_space import channel_stats
 from vampdiffusion.cli.eval import main
-from vampdiffusion.evaluation.evaluate import evaluate, write_outputs
+from vampdiffusion.evaluation.evaluate import evaluate, summary_text, write_outputs
 from vampdiffusion.evaluation.fid import fid_results
 from vampdiffusion.evaluation.measure import Measured
 from vampdiffusion.evaluation.inception import FIDInceptionV3, load_inception
@@ -94,6 +94,22 @@ def test_oracle_is_calibrated_on_decoded_real_latents(evaluation):
     assert set(o["sharpness"]["generated"]) == {"0", "1", "2", "3"}
 
 
+def test_style_in_the_images_has_conditioning_steering_and_composition(evaluation, setup):
+    st = evaluation.results["oracle"]["style"]
+    c = st["conditioning"]
+    assert st["status"] == "ok" and c["tier"] == 3 and c["chance"] == 0.125
+    assert c["calibration"] >= 0.8          # the style oracle reads TAESD-XL-decoded synthetic images
+    assert sum(v["count"] for v in c["per_style"].values()) == 2  # the two tier prompts (n_per_tier=2) have a style
+    steer = st["steering"]
+    assert sorted(map(int, steer["per_expert"])) == list(range(8)) and len(steer["expert_read"]) == 8
+    assert all(v["count"] == steer["prompts"] for v in steer["per_expert"].values())
+    assert sorted(evaluation.steering_images) == list(range(8))
+    comp = st["composition"]
+    assert comp["prompt"] == "gothic, dark, masterpiece" and comp["images"] == 16 and comp["quality"] == 3
+    assert len(comp["style_top2_per_block"]) == 2 and 0 <= comp["read_dark"] <= 1
+    assert "style conditioning (images, tier 3" in summary_text(evaluation)
+
+
 def test_generation_draws_every_tier_with_the_same_prompts(evaluation):
     assert sorted(evaluation.tier_images) == [0, 1, 2, 3]
     assert all(len(v) == 2 and v[0].size == (64, 64) for v in evaluation.tier_images.values())
@@ -104,8 +120,8 @@ def test_outputs_written_with_report_sections(evaluation, setup, tmp_path):
     results = json.loads(paths["eval.json"].read_text())
     assert results["heldout_images"] == setup.n
     html = paths["report.html"].read_text()
-    assert re.findall(r"<h2>(.*?)</h2>", html) == ["Summary", "Samples", "Routing", "Synthetic oracle",
-                                                   "FID and CLIP score", "Training curves"]
+    assert re.findall(r"<h2>(.*?)</h2>", html) == ["Summary", "Samples", "Routing", "Style in the images",
+                                                   "Synthetic oracle", "FID and CLIP score", "Training curves"]
     assert "skipped: no Inception weights at" in html
     assert "<polyline" in html  # the loss curve from metrics.jsonl beside the model folder
     assert Image.open(paths["samples_tiers.png"]).size[1] > 4 * 64

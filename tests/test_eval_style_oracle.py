@@ -71,6 +71,11 @@ def test_blank_image_has_no_object_features_and_does_not_read_dark():
     assert not r.dark and 0 <= r.style < SO.NUM_STYLES
 
 
+def test_an_image_is_typical_when_it_is_as_near_a_style_as_the_round_trips():
+    near, far = (SO.StyleReading(style=0, scores=(v,) + (100.0,) * 7, features=()) for v in (SO.TYPICAL_SCORE - 1, 50.0))
+    assert near.typical and not far.typical
+
+
 def test_missing_features_are_left_out_of_the_decision():
     centroids = np.array([[0.0, 0.0], [1.0, 5.0]])
     scales = np.ones_like(centroids)
@@ -96,6 +101,7 @@ def test_conditioning_counts_readable_styles_and_marks_the_others_unreadable():
     assert c["per_style"]["2"]["accuracy"] is None and c["per_style"]["2"]["status"] == UNREADABLE
     assert c["accuracy"] == 3 / 4 and c["chance"] == 1 / 8      # the unlabelled prompt and style 2 left out
     assert c["calibration"] == 2 / 3
+    assert c["prompted_read"][0][:2] == [1, 1] and sum(map(sum, c["prompted_read"])) == 5
 
 
 def test_steering_reports_the_share_read_as_the_forced_style():
@@ -104,6 +110,8 @@ def test_steering_reports_the_share_read_as_the_forced_style():
     assert s["per_expert"]["0"]["read_as_k"] == 0.75 and s["per_expert"]["1"]["read_as_k"] == 0.0
     assert s["per_expert"]["2"]["read_as_k"] is None and "status" in s["per_expert"]["2"]
     assert s["read_as_k_mean"] == 0.375 and s["expert_read"][0][3] == 0.25
+    assert s["per_expert"]["0"]["lift"] == 0.75 - (1.0 + 0.0) / 2  # read as 0 under E0 minus under E1, E2
+    assert s["per_expert"]["1"]["lift"] == 0.0 and s["lift_mean"] == 0.125
 
 
 def test_composition_counts_dark_and_gothic_images():

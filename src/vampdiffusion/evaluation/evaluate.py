@@ -9,7 +9,9 @@
    sides and FID measures the diffusion model. CLIP score likewise, when configured.
 4. Synthetic-set oracle (with truth, the synthetic dataset's truth.jsonl): conditioning accuracy per
    attribute against the prompt, with chance levels, and mean sharpness per tier (conditioning.py).
-5. The training logs beside the model, for the report's curves.
+5. Style in the images (with truth): style conditioning accuracy, steering (style experts forced) and the
+   composition check, read by the style oracle (style_conditioning.py).
+6. The training logs beside the model, for the report's curves.
 
 Images are measured batch by batch as they come (`Measured`), so memory does not grow with n_per_tier.
 `write_outputs` writes eval.json, report.html (self-contained) and the sample grids.
@@ -41,6 +43,8 @@ class Evaluation:
     tier_images: dict[int, list[Image.Image]] = field(default_factory=dict)    # tier -> first grid_columns images (prompt i at column i)
     style_images: dict[int, list[Image.Image]] = field(default_factory=dict)   # style label -> tier-3 images
     real_images: list[Image.Image] = field(default_factory=list)               # first grid_columns decoded held-out latents
+    steering_images: dict[int, list[Image.Image]] = field(default_factory=dict)  # forced expert -> one image per style's first prompt
+    composition_images: list[Image.Image] = field(default_factory=list)        # the composition prompt's first images
     logs: dict[str, list[dict]] = field(default_factory=dict)                  # run name -> metrics.jsonl rows
 
 
@@ -138,7 +142,7 @@ def generate_and_measure(s: Setup, show_progress: bool) -> tuple[dict[int, Measu
     from vampdiffusion.evaluation.heldout import decode_batches, generate_batches, generate_rows
     ec, ds, tiers = s.cfg.eval, s.ds, s.cfg.model.num_quality_tiers
     prompts = prompt_texts(s) if s.clip is not None else None
-    style_rows = {k: np.flatnonzero(ds.style == k)[:ec.style_samples] for k in range(s.cfg.model.num_style_experts)}
+    style_rows = style_grid_rows(s)
     total = tiers * len(s.prompt_rows) + sum(len(r) for r in style_rows.values()) + len(ds)
     bar = tqdm(total=total, desc="eval: generating and measuring", unit="img", disable=not show_progress)
     generated: dict[int, Measured] = {}
@@ -158,6 +162,11 @@ def generate_and_measure(s: Setup, show_progress: bool) -> tuple[dict[int, Measu
         bar.update(len(idx))
     bar.close()
     return generated, style_images, real
+
+
+def style_grid_rows(s: Setup) -> dict[int, np.ndarray]:
+    """Per style label: the first eval.style_samples held-out rows of it (the style grid's prompts)."""
+    return {k: np.flatnonzero(s.ds.style == k)[:s.cfg.eval.style_samples] for k in range(s.cfg.model.num_style_experts)}
 
 
 def fid_and_clip(s: Setup, generated: dict[int, Measured], real: Measured) -> tuple[dict, dict]:
@@ -190,6 +199,67 @@ def oracle_step(s: Setup, truth: str | Path | None, generated: dict[int, Measure
                             [real.readings[k] for k in real_keep], [s.truth[int(ds.ids[k])] for k in real_keep],
                             ds.quality[real_keep], s.cfg.eval.oracle_min_accuracy, s.palette)
     return {**result, "status": "ok", "missing_truth": int((~known).sum()), "malformed_truth_lines": s.truth_bad}
+
+
+def style_step(s: Setup, generated: dict[int, Measured], real: Measured, oracle: dict) -> tuple[dict, dict, list]:
+    """Style conditioning, steering and composition read by the style oracle (`oracle`: the colour oracle's
+    results), or why not; the steering grid (expert -> images) and the composition images."""
+    from vampdiffusion.evaluation.style_conditioning import conditioning_results
+    from vampdiffusion.evaluation.style_oracle import NUM_STYLES
+    if s.cfg.model.num_style_experts != NUM_STYLES:
+        return {"status": f"skipped: the style oracle reads the synthetic set's {NUM_STYLES} styles, the model "
+                          f"has {s.cfg.model.num_style_experts} style experts"}, {}, []
+    t0 = time.time()
+    ds = s.ds
+    known = np.array([int(i) in s.truth for i in ds.ids])
+    keep, real_keep = np.flatnonzero(known[s.prompt_rows]), np.flatnonzero(known)
+    result = {"status": "ok", "conditioning": conditioning_results(
+        {q: [m.styles[k] for k in keep] for q, m in generated.items()},
+        [int(s.truth[int(ds.ids[s.prompt_rows[k]])].get("style", -1)) for k in keep],
+        [real.styles[k] for k in real_keep], [int(s.truth[int(ds.ids[k])].get("style", -1)) for k in real_keep],
+        ds.quality[real_keep])}
+    result["composition"], composition_images = composition_step(s, oracle)
+    if result["composition"]["style_blocks"]:
+        result["steering"], grid = steering_step(s)
+    else:
+        result["steering"], grid = {"status": "skipped: the model has no style experts to force"}, {}
+    result["seconds"] = round(time.time() - t0, 1)
+    return result, grid, composition_images
+
+
+def steering_step(s: Setup) -> tuple[dict, dict[int, list]]:
+    """The style grid's first prompts of each style at the top tier with the style experts forced to each expert
+    k in turn (the generation API's override): the style oracle's reading per k, and one image per style."""
+    from vampdiffusion.evaluation.heldout import generate_rows
+    from vampdiffusion.evaluation.style_conditioning import STEERING_PROMPTS_PER_STYLE, steering_results
+    from vampdiffusion.evaluation.style_oracle import read_style
+    by_style = {k: r[:STEERING_PROMPTS_PER_STYLE] for k, r in style_grid_rows(s).items() if len(r)}
+    rows = np.concatenate(list(by_style.values()))
+    seeds = [s.seeds[i] for r in by_style.values() for i in range(len(r))]  # the style grid's seeds
+    firsts = np.cumsum([0] + [len(r) for r in by_style.values()])[:-1]
+    top, read, grid = s.cfg.model.num_quality_tiers - 1, {}, {}
+    for k in range(s.cfg.model.num_style_experts):
+        images = generate_rows(s.gen, s.ds, rows, top, seeds, s.cfg.eval.batch_size, style_override=k)
+        read[k] = [read_style(np.asarray(im.convert("RGB")), s.palette) for im in images]
+        grid[k] = [images[i] for i in firsts]
+    return {**steering_results(read), "prompts": len(rows), "tier": top}, grid
+
+
+def composition_step(s: Setup, oracle: dict) -> tuple[dict, list]:
+    """COMPOSITION_PROMPT at tier COMPOSITION_TIER: the experts it fires and, over COMPOSITION_SEEDS images, the
+    styles read, the share read dark and the mean sharpness (beside the tier's generated images')."""
+    from vampdiffusion.evaluation.oracle import reading_of, segment
+    from vampdiffusion.evaluation.style_conditioning import (COMPOSITION_PROMPT, COMPOSITION_SEEDS, COMPOSITION_TIER,
+                                                             composition_results)
+    from vampdiffusion.evaluation.style_oracle import style_of
+    from vampdiffusion.generation.generate import expert_routing, generate
+    routing = expert_routing(s.gen, COMPOSITION_PROMPT, quality=COMPOSITION_TIER)
+    images = generate(s.gen, COMPOSITION_PROMPT, quality=COMPOSITION_TIER, seed=0, n=COMPOSITION_SEEDS,
+                      batch_size=s.cfg.eval.batch_size)
+    segs = [segment(np.asarray(im.convert("RGB")), s.palette) for im in images]
+    reference = oracle["sharpness"]["generated"].get(str(COMPOSITION_TIER))
+    return composition_results(routing, [style_of(g, s.palette) for g in segs],
+                               [reading_of(g).sharpness for g in segs], reference), images[:s.cfg.eval.grid_columns]
 
 
 def training_logs(model_dir: str | Path, logs: list[str | Path] | tuple) -> tuple[dict[str, list[dict]], list[str]]:
@@ -226,10 +296,14 @@ def evaluate(model_dir: str | Path, data_dir: str | Path, truth: str | Path | No
     generated, style_images, real = generate_and_measure(s, show_progress)
     results["fid"], results["clip"] = fid_and_clip(s, generated, real)
     results["oracle"] = oracle_step(s, truth, generated, real)
+    steering_images, composition_images = {}, []
+    if results["oracle"]["status"] == "ok":
+        results["oracle"]["style"], steering_images, composition_images = style_step(s, generated, real, results["oracle"])
     run_logs, results["logs"] = training_logs(model_dir, logs)
     results["seconds"] = round(time.time() - t0, 1)
     return Evaluation(results=results, tier_images={q: m.kept() for q, m in generated.items()},
-                      style_images=style_images, real_images=real.kept(), logs=run_logs)
+                      style_images=style_images, real_images=real.kept(), logs=run_logs,
+                      steering_images=steering_images, composition_images=composition_images)
 
 
 def write_outputs(ev: Evaluation, out_dir: str | Path, extra_sections: list[R.Section] | tuple = (),
@@ -277,6 +351,29 @@ def summary_text(ev: Evaluation) -> str:
                       f"{d['mean_regions_read']:.2f} coloured regions read per image")
         sh = o["sharpness"]["generated"]
         lines.append("  sharpness per tier: " + ", ".join(f"{q}: {R.fmt(v)}" for q, v in sh.items()))
+        lines += style_text(o.get("style"))
     else:
         lines.append("oracle: " + o.get("status", ""))
     return "\n".join(lines)
+
+
+def style_text(st: dict | None) -> list[str]:
+    """The style oracle's headline lines of summary_text."""
+    if not st:
+        return []
+    if st["status"] != "ok":
+        return [f"  style: {st['status']}"]
+    c, steer, comp = st["conditioning"], st["steering"], st["composition"]
+    lines = [f"  style conditioning (images, tier {c['tier']}, readable styles): {S.pct(c['accuracy'])} "
+             f"(chance {S.pct(c['chance'])}, oracle on decoded real {S.pct(c['calibration'])}; typical images "
+             f"{S.pct(c['typical'])}, decoded real {S.pct(c['calibration_typical'])})"]
+    if steer.get("status", "ok") == "ok":
+        lines.append("  steering, read as the forced expert's style: " + ", ".join(
+            f"E{k} {S.pct(v['read_as_k'])}" for k, v in steer["per_expert"].items() if v["read_as_k"] is not None)
+            + f" (chance {S.pct(steer['chance'])}; mean lift over the other experts {S.points(steer['lift_mean'])})")
+    else:
+        lines.append(f"  steering: {steer['status']}")
+    lines.append(f"  composition '{comp['prompt']}' ({comp['images']} seeds): read dark {S.pct(comp['read_dark'])}, "
+                 f"read gothic {S.pct(comp['read_gothic'])}, sharpness {R.fmt(comp['sharpness'])} "
+                 f"(tier {comp['quality']} generated {R.fmt(comp['sharpness_tier_reference'])})")
+    return lines

@@ -26,6 +26,7 @@ def summary_section(ev: Evaluation) -> R.Section:
             ("quality routing accuracy (mean over blocks)", pct(ro["quality"]["accuracy_mean"]), pct(ro["quality"]["chance"])),
             ("style routing entropy H_S (mean)", R.fmt(ro["style"]["entropy_mean"]), f"max {ro['style']['entropy_max']:.2f}")]
     o = r.get("oracle", {})
+    rows += style_summary_rows(o.get("style"))
     for name, label in (("colour", "colour accuracy (single-object prompts)"), ("shape", "shape accuracy (single-object prompts)"),
                         ("background", "background accuracy"), ("colour_pair", "colour accuracy (two-object prompts)")):
         a = o.get("attributes", {}).get(name)
@@ -48,6 +49,21 @@ def summary_section(ev: Evaluation) -> R.Section:
     else:
         body += f"<p class='ok'>no style expert is the first choice of more than {ro['collapse_threshold']:.0%} of the images</p>"
     return R.Section("Summary", body)
+
+
+def style_summary_rows(st: dict | None) -> list[tuple]:
+    """The summary's style-in-the-images rows (none without the style oracle)."""
+    if not st:
+        return []
+    if st["status"] != "ok":
+        return [("style conditioning accuracy (images)", st["status"], "")]
+    c, steer, comp = st["conditioning"], st["steering"], st["composition"]
+    rows = [(f"style conditioning accuracy (images, tier {c['tier']}, readable styles)", pct(c["accuracy"]), pct(c["chance"]))]
+    if steer.get("status", "ok") == "ok":
+        rows.append(("style steering: images read as the forced expert's style (readable, mean; lift over the "
+                     "other experts)", f"{pct(steer['read_as_k_mean'])} ({points(steer['lift_mean'])})", pct(steer["chance"])))
+    rows.append((f"composition “{comp['prompt']}”: images read dark", pct(comp["read_dark"]), ""))
+    return rows
 
 
 def routing_section(ev: Evaluation) -> R.Section:
@@ -87,6 +103,78 @@ def oracle_section(ev: Evaluation) -> R.Section:
     body += f"<p class='{'ok' if sh['rises_with_tier'] else 'alert'}'>generated sharpness " \
             f"{'rises' if sh['rises_with_tier'] else 'does not rise'} with the quality tier</p>"
     return R.Section("Synthetic oracle", body)
+
+
+def style_section(ev: Evaluation) -> R.Section:
+    """Style in the generated images: conditioning per style and tier, steering, composition (style oracle)."""
+    st = ev.results.get("oracle", {}).get("style")
+    if not st or st["status"] != "ok":
+        return R.Section("Style in the images", f"<p class='skip'>{R.esc(st['status'] if st else ev.results['oracle'].get('status'))}</p>")
+    names, c, steer = ev.results["style_names"], st["conditioning"], st["steering"]
+    per_expert = steer.get("per_expert", {})
+    rows = [(f"{k} {names[int(k)]}", v.get("status") or pct(v["accuracy"]), v["count"], pct(v["typical"]),
+             pct(c["calibration_per_style"][k]["accuracy"]),
+             steering_cell(per_expert.get(k))) for k, v in c["per_style"].items()]
+    body = R.table(("style", f"generated, tier {c['tier']}: read as prompted", "prompts", "typical", "oracle on decoded real",
+                    "forced expert k: read as style k (lift over the other experts)"), rows,
+                   caption=f"style conditioning accuracy of generated images (style oracle; chance {pct(c['chance'])})")
+    body += R.paragraph(f"typical: the share of images as near their nearest style as 99 % of the synthetic set's own "
+                        f"TAESD-XL round trips ({pct(c['typical'])} of the generated, {pct(c['calibration_typical'])} of "
+                        f"the decoded real at tier {c['tier']}); the oracle's reading of an untypical image is the "
+                        f"nearest of eight styles that all fit it badly.")
+    tiers = sorted(c["per_tier"], key=int)
+    body += R.table(("", *(f"tier {q}" for q in tiers)),
+                    [("generated (readable styles)", *(pct(c["per_tier"][q]) for q in tiers)),
+                     ("decoded real (readable styles)", *(pct(c["calibration_per_tier"][q]) for q in tiers))],
+                    caption="style read as prompted, per quality tier")
+    counts = c["prompted_read"]
+    shares = [[v / max(sum(row), 1) for v in row] for row in counts]
+    body += R.heatmap(shares, [f"{k} {names[k]}" for k in range(len(shares))], [f"S{k}" for k in range(len(shares))],
+                      f"prompted style × style read S k, tier {c['tier']} (row shares)")
+    if steer.get("expert_read"):
+        body += R.heatmap(steer["expert_read"], [f"E{k} forced" for k in range(len(steer["expert_read"]))],
+                          [f"S{k}" for k in range(len(steer["expert_read"][0]))],
+                          f"forced style expert × style read S k, {steer['prompts']} prompts at tier {steer['tier']} (row shares)")
+    if ev.steering_images:
+        body += R.image_grid([ev.steering_images[k] for k in sorted(ev.steering_images)],
+                             [f"E{k} forced" for k in sorted(ev.steering_images)],
+                             caption="steering: each style's first grid prompt (columns) with the style experts forced to E k (rows)")
+    elif steer.get("status"):
+        body += f"<p class='skip'>steering: {R.esc(steer['status'])}</p>"
+    return R.Section("Style in the images", body + composition_numbers(st["composition"], ev), "style")
+
+
+def points(v) -> str:
+    """A difference of shares in percentage points ('–' when missing)."""
+    return "–" if v is None else f"{100 * v:+.1f} pts"
+
+
+def steering_cell(e: dict | None) -> str:
+    if e is None:
+        return "–"
+    return e.get("status") or f"{pct(e['read_as_k'])} ({points(e['lift'])})"
+
+
+def composition_numbers(comp: dict, ev: Evaluation) -> str:
+    """The composition prompt's experts and what the oracles read in its images (HTML)."""
+    names, tiers = ev.results["style_names"], ev.results["tier_names"]
+    read = sorted(range(len(comp["style_read"])), key=lambda k: -comp["style_read"][k])
+    fired = "; ".join(f"block {b}: {', '.join(f'E{e} {names[e]}' for e in top2)}"
+                      for b, top2 in zip(comp["style_blocks"], comp["style_top2_per_block"])) or "no style experts"
+    rows = [("style experts fired (top-2 over the sampler's timesteps)", fired),
+            ("quality experts fired", "; ".join(f"block {b}: QE-{e} {tiers[e]}" for b, e in
+                                               zip(comp["quality_blocks"], comp["quality_expert_per_block"]))),
+            ("styles read", ", ".join(f"{names[k]} {pct(comp['style_read'][k])}" for k in read if comp["style_read"][k] > 0)),
+            ("read dark (dark background and darkened fill)", pct(comp["read_dark"])),
+            ("typical (as near a style as the set's round trips)", pct(comp["typical"])),
+            ("mean sharpness (tier-3 generated images)", f"{R.fmt(comp['sharpness'])} ({R.fmt(comp['sharpness_tier_reference'])})")]
+    if comp["unknown_tags"]:
+        rows.append(("tags not in the vocabulary ([UNK])", ", ".join(comp["unknown_tags"])))
+    body = R.table(("", "measured"), rows, caption=f"composition “{comp['prompt']}” at tier {comp['quality']}, "
+                                                   f"{comp['images']} seeds")
+    if ev.composition_images:
+        body += R.image_grid([ev.composition_images], caption="composition samples (seeds 0…)")
+    return body
 
 
 def fid_section(ev: Evaluation) -> R.Section:
@@ -138,8 +226,8 @@ def curves_section(ev: Evaluation) -> R.Section:
 
 
 def eval_sections(ev: Evaluation, columns: int = 8) -> list[R.Section]:
-    return [summary_section(ev), samples_section(ev, columns), routing_section(ev), oracle_section(ev),
-            fid_section(ev), curves_section(ev)]
+    return [summary_section(ev), samples_section(ev, columns), routing_section(ev), style_section(ev),
+            oracle_section(ev), fid_section(ev), curves_section(ev)]
 
 
 # ----------------------------------------------------------------------------

@@ -82,6 +82,10 @@ STYLE_SCALES: dict[int, tuple[float, ...]] = {
 READABLE_MIN_ACCURACY = 0.5   # four times chance (1/8)
 READABLE_STYLES: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6, 7)
 
+# the 99th percentile of the nearest style's score over the seed-202 round trips (benchmarks/style_oracle.py):
+# an image scored above it is unlike every rendering of the set as it reads after the VAE (StyleReading.typical)
+TYPICAL_SCORE = -21.1
+
 
 @dataclass
 class StyleReading:
@@ -91,6 +95,11 @@ class StyleReading:
 
     def feature(self, name: str) -> float:
         return self.features[STYLE_FEATURES.index(name)]
+
+    @property
+    def typical(self) -> bool:
+        """Whether the image is as near its style as the set's own round trips are (99 % of them)."""
+        return min(self.scores) <= TYPICAL_SCORE
 
     @property
     def dark(self) -> bool:
