@@ -234,6 +234,8 @@ def steering_step(s: Setup) -> tuple[dict, dict[int, list]]:
     from vampdiffusion.evaluation.style_conditioning import STEERING_PROMPTS_PER_STYLE, steering_results
     from vampdiffusion.evaluation.style_oracle import read_style
     by_style = {k: r[:STEERING_PROMPTS_PER_STYLE] for k, r in style_grid_rows(s).items() if len(r)}
+    if not by_style:
+        return {"status": "skipped: no held-out row has a style label"}, {}
     rows = np.concatenate(list(by_style.values()))
     seeds = [s.seeds[i] for r in by_style.values() for i in range(len(r))]  # the style grid's seeds
     firsts = np.cumsum([0] + [len(r) for r in by_style.values()])[:-1]
