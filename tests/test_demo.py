@@ -146,3 +146,13 @@ def test_demo_gives_the_same_numbers_when_another_process_loads_the_cpu(tmp_path
         burn.kill()
     assert numbers(busy) == numbers(idle)
     assert busy.results["demo"]["steps"] == [6, 3, 3]
+
+
+def test_small_preset_keeps_v1s_experts_in_whole_periods_of_the_block_pattern_at_256_px():
+    from vampdiffusion.demo import demo_config
+    cfg, v1 = demo_config(DemoArgs(config="small", size=256)), load_config("v1")
+    assert (cfg.model.hidden_size, cfg.model.depth, cfg.latents.resolution) == (384, 12, 256)
+    assert cfg.model.depth % 4 == 0          # dense, style MoE, dense, quality MoE
+    for key in ("num_style_experts", "style_top_k", "num_quality_experts", "patch_size", "style_routing"):
+        assert getattr(cfg.model, key) == getattr(v1.model, key), key
+    assert cfg.latents.resolution // 8 // cfg.model.patch_size <= cfg.model.max_grid   # 16x16 tokens fit

@@ -1,12 +1,13 @@
-"""`vamp demo`: the whole system on the embedded synthetic Danbooru set, on a CPU.
+"""`vamp demo`: the whole system on the embedded synthetic Danbooru set, on a CPU (or one GPU).
 
     synth -> prepare (5 filter stages) -> encode (TAESD-XL) -> train phase 1 -> 2 -> 3 -> evaluate -> report.html
 
-The work is fixed: the `tiny` preset's steps for each phase, the synthetic set's size, the seeds. Nothing
-measured while the demo runs decides how much it does, so the same seed gives the same numbers on a busy
-machine as on an idle one (a slower machine only takes longer). Every stage writes into its own folder of
-`out` and, when it has finished, a `.done.json` holding its inputs; a second run skips each stage whose
-marker matches (encoding and training also resume from inside an interrupted stage).
+The work is fixed: the preset's steps for each phase (`tiny` at 64 px on a CPU, `small` at 256 px on a GPU),
+the synthetic set's size, the seeds. Nothing measured while the demo runs decides how much it does, so the
+same seed gives the same numbers on a busy machine as on an idle one (a slower machine only takes longer).
+Every stage writes into its own folder of `out` and, when it has finished, a `.done.json` holding its
+inputs; a second run skips each stage whose marker matches (encoding and training also resume from inside
+an interrupted stage).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class DemoArgs:
     size: int = 64                    # synthetic image side, pixels
     seed: int = 0                     # synthetic data and training seed
     vae_path: str = ""                # TAESD-XL: local folder or hub id; "" = $VAMP_TAESDXL, else the hub
+    config: str = "tiny"              # preset or YAML file: tiny (64 px, CPU), small (256 px, one GPU)
+    device: str = ""                  # encode and evaluate here; "" = cuda when available (as training), else cpu
 
 
 @dataclass
@@ -57,12 +60,17 @@ def banner(text: str) -> None:
 
 
 def demo_config(a: DemoArgs, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The tiny preset with the demo's VAE (TAESD-XL), image size and seed."""
-    cfg = load_config("tiny", list(overrides))
+    """The preset (default tiny) with the demo's VAE (TAESD-XL), image size and seed."""
+    cfg = load_config(a.config, list(overrides))
     cfg.latents.vae, cfg.latents.scaling_factor, cfg.latents.resolution = "taesdxl", 1.0, a.size
     cfg.latents.vae_path = a.vae_path or os.environ.get("VAMP_TAESDXL", "") or TAESDXL_HUB_ID
     cfg.train.seed = a.seed
     return cfg
+
+
+def demo_device(a: DemoArgs) -> torch.device:
+    """Where encoding and evaluation run: --device, else the device training picks (cuda when available)."""
+    return torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 # ----------------------------------------------------------------------------
@@ -100,13 +108,14 @@ def without_vae_path(cfg: Config) -> dict:
     return d
 
 
-def data_stages(a: DemoArgs, cfg: Config, timings: dict) -> Path:
+def data_stages(a: DemoArgs, cfg: Config, timings: dict, device: torch.device = torch.device("cpu")) -> Path:
     """synth -> prepare -> encode; returns the latent dataset folder."""
     from vampdiffusion.data.prepare import prepare
     from vampdiffusion.data.synth import SynthArgs, synthesize
     from vampdiffusion.latents.encode import encode
     out = a.out
-    synth = SynthArgs(n=a.n, size=a.size, seed=a.seed, workers=min(2, os.cpu_count() or 1))
+    # every random choice is made in the main process, so the worker count changes no image
+    synth = SynthArgs(n=a.n, size=a.size, seed=a.seed, workers=max(1, min(8, os.cpu_count() or 1)))
     run_stage("1/6 synthesise the Danbooru-like dataset", out / "synth", {"n": a.n, "size": a.size, "seed": a.seed},
               lambda: synthesize(synth, out / "synth"), timings)
     # prepare reads cfg.data and cfg.model.max_tags only, so a model or training override reuses the data stages
@@ -115,7 +124,7 @@ def data_stages(a: DemoArgs, cfg: Config, timings: dict) -> Path:
               lambda: prepare(cfg, out / "synth" / "posts.jsonl", out / "synth", out / "prepared"), timings)
     run_stage("3/6 encode latents with TAESD-XL", out / "latents",
               {"latents": without_vae_path(cfg)["latents"], "prepared": marker_digest(out / "prepared")},
-              lambda: encode(out / "prepared", out / "latents", cfg.latents, torch.device("cpu")), timings)
+              lambda: encode(out / "prepared", out / "latents", cfg.latents, device), timings)
     return out / "latents"
 
 
@@ -142,7 +151,8 @@ def train_stages(a: DemoArgs, cfg: Config, latents: Path, timings: dict) -> list
 # Evaluation and claims
 # ----------------------------------------------------------------------------
 
-def evaluate_stage(a: DemoArgs, cfg: Config, latents: Path, runs: list[Path], timings: dict):
+def evaluate_stage(a: DemoArgs, cfg: Config, latents: Path, runs: list[Path], timings: dict,
+                   device: torch.device = torch.device("cpu")):
     """The phase-3 model's evaluation, the held-out routing after every phase, the composition check."""
     from vampdiffusion.evaluation.evaluate import evaluate
     from vampdiffusion.evaluation.routing import heldout_routing
@@ -157,8 +167,8 @@ def evaluate_stage(a: DemoArgs, cfg: Config, latents: Path, runs: list[Path], ti
                                              read_model_config(run / "model"))
                for p, run in enumerate(runs, start=1)}
     ev = evaluate(runs[-1] / "model", latents, truth=a.out / "synth" / "truth.jsonl",
-                  logs=[run / "metrics.jsonl" for run in runs], vae_path=cfg.latents.vae_path, device="cpu")
-    gen = load_generator(runs[-1] / "model", vae_path=cfg.latents.vae_path, device="cpu")
+                  logs=[run / "metrics.jsonl" for run in runs], vae_path=cfg.latents.vae_path, device=str(device))
+    gen = load_generator(runs[-1] / "model", vae_path=cfg.latents.vae_path, device=device)
     composition = expert_routing(gen, COMPOSITION_PROMPT, quality=3)
     composition["images"] = generate(gen, COMPOSITION_PROMPT, quality=3, seed=7, n=4)
     timings["5/6 evaluate"] = round(time.time() - t0, 1)
@@ -190,10 +200,10 @@ def overview_section(checks: list[dict], timings: dict, cfg: Config):
     rows = [(c["check"], " < ".join(R.fmt(v) for v in c["value"]) if isinstance(c["value"], list) else c["value"],
              c["threshold"], c["chance"], "PASS" if c["passed"] else "FAIL") for c in checks]
     body = (R.paragraph("The whole pipeline on the synthetic Danbooru set: synth → prepare (five filter stages) → encode "
-                        "(TAESD-XL) → train phase 1 → 2 → 3 (tiny config, fixed steps) → evaluate.")
+                        "(TAESD-XL) → train phase 1 → 2 → 3 (fixed steps) → evaluate.")
             + R.table(["claim", "measured", "threshold", "chance", "verdict"], rows, "What the model learned")
             + R.table(["phase", "optimizer steps"], [(f"phase {p}", cfg.train.phase(p).steps) for p in (1, 2, 3)],
-                      "Training (the tiny preset's steps)")
+                      "Training (the preset's steps)")
             + R.table(["stage", "seconds"], list(timings.items()), "Wall-clock time (reported, never used to size the work)"))
     return R.Section("Demo overview", body, "overview")
 
@@ -210,10 +220,11 @@ def run_demo(a: DemoArgs, overrides: list[str] | tuple[str, ...] = ()) -> DemoRe
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
     a.out.mkdir(parents=True, exist_ok=True)
     cfg = demo_config(a, overrides)
+    device = demo_device(a)
     timings: dict[str, float] = {}
-    latents = data_stages(a, cfg, timings)
+    latents = data_stages(a, cfg, timings, device)
     runs = train_stages(a, cfg, latents, timings)
-    ev, routing, composition = evaluate_stage(a, cfg, latents, runs, timings)
+    ev, routing, composition = evaluate_stage(a, cfg, latents, runs, timings, device)
     banner("6/6 report")
     checks = learning_checks(ev.results, routing)
     ev.results["demo"] = {"checks": checks, "steps": [cfg.train.phase(p).steps for p in (1, 2, 3)],

@@ -39,7 +39,7 @@ DATA_COMMANDS: dict[str, tuple[str, str]] = {
 
 def add_config_arguments(parser: argparse.ArgumentParser, default: str | None = None) -> None:
     """`--config PRESET|FILE` and repeatable `--set section.key=value`."""
-    parser.add_argument("--config", default=default, help="a preset (v1, tiny) or a YAML file")
+    parser.add_argument("--config", default=default, help="a preset (v1, small, tiny) or a YAML file")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config field, e.g. --set model.depth=8 (repeatable)")
 
