@@ -135,8 +135,8 @@ def main() -> int:
     print(f"\ndevice {dev_name}, {args.dtype}, batch {B}, latent {side}x{side} "
           f"({(side // cfg.patch_size) ** 2} tokens), checkpointing {args.checkpointing}, compile {args.compile}")
     print(f"measured {args.dtype} matmul peak ({n}^3): {peak / 1e12:.4f} TFLOP/s\n")
-    print(f"| model | step s | images/s | model TFLOP/s | MFU | TFLOP/image | params | peak GiB |")
-    print(f"|---|---|---|---|---|---|---|---|")
+    print("| model | step s | images/s | model TFLOP/s | MFU | TFLOP/image | params | peak GiB |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         mem = f"{r['peak_mem_gib']:.1f}" if r["peak_mem_gib"] is not None else "-"
         print(f"| {name} | {r['step_s']:.4f} | {r['images_per_s']:.2f} | {r['tflops']:.3f} | {r['mfu']:.1%} | "

@@ -346,8 +346,8 @@ def main() -> int:
     rows = result["rows"]
     print(f"device {result['device']}, config {args.config}, latent {args.latent}², grad_accum {cfg.train.grad_accum}"
           + (f", measured bf16 matmul peak {peak / 1e12:.0f} TFLOP/s" if cuda else ""))
-    print(f"| mode | micro-batch | bare img/s | trainer img/s | trainer/bare | model TFLOP/s | MFU (measured peak) "
-          f"| MFU (datasheet) | peak GiB |")
+    print("| mode | micro-batch | bare img/s | trainer img/s | trainer/bare | model TFLOP/s | MFU (measured peak) "
+          "| MFU (datasheet) | peak GiB |")
     print("|---|---|---|---|---|---|---|---|---|")
     pct = lambda v: f"{v:.1%}" if v is not None else "n/a"
     for r in rows:

@@ -1,7 +1,6 @@
 import pytest
 
 from vampdiffusion.config import Config, ConfigError, config_to_dict, load_config, save_config_yaml
-from conftest import REPO
 
 
 def test_v1_preset_equals_every_default():

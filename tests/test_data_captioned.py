@@ -4,7 +4,6 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 from PIL import Image
 
 from vampdiffusion.cli import main

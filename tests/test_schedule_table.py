@@ -1,6 +1,5 @@
 import re
 
-import pytest
 
 from vampdiffusion.cli import main
 from vampdiffusion.config import load_config

@@ -1,6 +1,5 @@
 """Optimizer, LR schedule, EMA, checkpoints, RNG capture and the signal handler, on small stand-ins."""
 
-import json
 import logging
 import os
 import random
