@@ -83,3 +83,14 @@ def test_oracle_rejects_non_rgb_input():
 def test_blank_image_has_background_and_no_objects():
     r = read_image(np.full((64, 64, 3), 255, np.uint8))
     assert r.background == "white_background" and r.objects == [] and np.isnan(r.sharpness)
+
+
+def test_an_attribute_is_withheld_with_the_reason_that_applies():
+    from vampdiffusion.evaluation.conditioning import attribute_accuracy
+    per_tier = {"0": {"colour": (0, 0)}}
+    no_prompts = attribute_accuracy("colour", {"colour": (0, 0)}, {"colour": (18, 18)}, per_tier, 1 / 6, 0.9)
+    assert "accuracy" not in no_prompts and "no generated image" in no_prompts["status"]
+    weak = attribute_accuracy("colour", {"colour": (5, 10)}, {"colour": (8, 10)}, per_tier, 1 / 6, 0.9)
+    assert "80.0% right, below" in weak["status"]
+    ok = attribute_accuracy("colour", {"colour": (5, 10)}, {"colour": (10, 10)}, {"0": {"colour": (5, 10)}}, 1 / 6, 0.9)
+    assert ok["status"] == "ok" and ok["accuracy"] == 0.5

@@ -95,10 +95,13 @@ def attribute_accuracy(name: str, pooled: dict, calib: dict, per_tier: dict, cha
         entry["accuracy"] = ok / n
         entry["per_tier"] = {str(q): (v[name][0] / v[name][1] if v[name][1] else None) for q, v in per_tier.items()}
         entry["status"] = "ok"
-    else:
+    elif calibration is None:
+        entry["status"] = "withheld: no calibration images"
+    elif calibration < min_accuracy:
         entry["status"] = (f"withheld: the oracle reads decoded real latents {calibration:.1%} right, below "
-                           f"eval.oracle_min_accuracy={min_accuracy:.0%}" if calibration is not None
-                           else "withheld: no calibration images")
+                           f"eval.oracle_min_accuracy={min_accuracy:.0%}")
+    else:
+        entry["status"] = f"withheld: no generated image was prompted with a {name} to read"
     return entry
 
 
