@@ -58,7 +58,7 @@ def seed_row(seed: int, out: Path, results: dict, seconds: float) -> dict:
     """The numbers of one run, from its eval.json dict (None where a model has no such quantity)."""
     demo, oracle = results["demo"], results.get("oracle", {})
     attributes, sharp = oracle.get("attributes", {}), oracle.get("sharpness", {})
-    generated = sharp.get("generated", {})
+    generated, style = sharp.get("generated", {}), oracle.get("style", {})
     return {
         "seed": seed, "out": str(out), "eval_json": str(out / "eval.json"),
         "style_routing_accuracy_phase2": demo["routing_by_phase"]["phase 2"]["style"]["accuracy_mean"],
@@ -66,6 +66,10 @@ def seed_row(seed: int, out: Path, results: dict, seconds: float) -> dict:
         "quality_routing_accuracy": results["routing"]["quality"]["accuracy_mean"],
         "colour_accuracy": attributes.get("colour", {}).get("accuracy"),
         "background_accuracy": attributes.get("background", {}).get("accuracy"),
+        "style_image_accuracy": style.get("conditioning", {}).get("accuracy"),     # oracle reading, tier 3
+        "steering_read_as_k": style.get("steering", {}).get("read_as_k_mean"),
+        "steering_lift": style.get("steering", {}).get("lift_mean"),
+        "composition_read_dark": style.get("composition", {}).get("read_dark"),
         "sharpness": {q: generated.get(q) for q in TIERS},
         "sharpness_rises_with_tier": sharp.get("rises_with_tier"),
         "checks": {c["check"]: c["passed"] for c in demo["checks"]},
@@ -74,7 +78,8 @@ def seed_row(seed: int, out: Path, results: dict, seconds: float) -> dict:
 
 
 SCALARS = ("style_routing_accuracy_phase2", "style_routing_accuracy", "quality_routing_accuracy",
-           "colour_accuracy", "background_accuracy")
+           "colour_accuracy", "background_accuracy", "style_image_accuracy", "steering_read_as_k", "steering_lift",
+           "composition_read_dark")
 
 
 def spread(values: list) -> dict:
