@@ -76,10 +76,12 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
-def one_line_warnings(command: str) -> None:
+def one_line_warnings(command: str):
     """Warnings the library raises about the user's input (a truncated file, an unknown tag) print as one line
-    `vamp <command>: warning: ...`, without Python's source-line echo."""
+    `vamp <command>: warning: ...`, without Python's source-line echo; returns the formatter it replaced."""
+    previous = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *_, **__: f"vamp {command}: warning: {message}\n"
+    return previous
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     name = " ".join(x for x in (args.command, getattr(args, "data_command", None)) if x)
-    one_line_warnings(name)
+    previous_format = one_line_warnings(name)
     try:
         return int(importlib.import_module(module).main(args) or 0)
     except ConfigError as e:
@@ -100,3 +102,5 @@ def main(argv: list[str] | None = None) -> int:
         return fail(name, f"{e.strerror or e} ({e.filename or 'a file'}); check the path, its permissions and the free space", 1)
     except KeyboardInterrupt:
         return fail(name, "interrupted", 130)
+    finally:
+        warnings.formatwarning = previous_format  # a caller in the same process keeps its own
