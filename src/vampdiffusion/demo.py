@@ -26,7 +26,6 @@ from vampdiffusion.atomic import atomic_write_json
 from vampdiffusion.config import Config, config_to_dict, load_config
 
 TAESDXL_HUB_ID = "madebyollin/taesdxl"
-COMPOSITION_PROMPT = "gothic, dark, masterpiece"
 # the claims: colour read from the generated images (chance 1/6), style routing after phase 2 (chance 1/8)
 COLOUR_MIN = 0.80
 STYLE_ROUTING_MIN = 3 / 8
@@ -156,6 +155,7 @@ def evaluate_stage(a: DemoArgs, cfg: Config, latents: Path, runs: list[Path], ti
     """The phase-3 model's evaluation, the held-out routing after every phase, the composition check."""
     from vampdiffusion.evaluation.evaluate import evaluate
     from vampdiffusion.evaluation.routing import heldout_routing
+    from vampdiffusion.evaluation.style_conditioning import COMPOSITION_PROMPT, COMPOSITION_TIER
     from vampdiffusion.generation.generate import expert_routing, generate, load_generator, read_model_config
     from vampdiffusion.latents.loader import LatentDataset
     from vampdiffusion.models.dit import VampDiT
@@ -169,8 +169,8 @@ def evaluate_stage(a: DemoArgs, cfg: Config, latents: Path, runs: list[Path], ti
     ev = evaluate(runs[-1] / "model", latents, truth=a.out / "synth" / "truth.jsonl",
                   logs=[run / "metrics.jsonl" for run in runs], vae_path=cfg.latents.vae_path, device=str(device))
     gen = load_generator(runs[-1] / "model", vae_path=cfg.latents.vae_path, device=device)
-    composition = expert_routing(gen, COMPOSITION_PROMPT, quality=3)
-    composition["images"] = generate(gen, COMPOSITION_PROMPT, quality=3, seed=7, n=4)
+    composition = expert_routing(gen, COMPOSITION_PROMPT, quality=COMPOSITION_TIER)
+    composition["images"] = generate(gen, COMPOSITION_PROMPT, quality=COMPOSITION_TIER, seed=7, n=4)
     timings["5/6 evaluate"] = round(time.time() - t0, 1)
     return ev, routing, composition
 
