@@ -9,7 +9,10 @@ with the style routing accuracy, colour accuracy and sharpness by tier of every 
 
 The data stages of a seed (synth, prepared, latents) are built once in OUT/data/seedS and linked into each
 variant's OUT/VARIANT/seedS, where the demo's stage markers match them (prepare reads cfg.data and max_tags
-only), so every variant of a seed trains on the same latents. The seed is the demo's: synthetic set and training.
+only), so every variant of a seed trains on the same latents. A variant that differs from the default only after
+phase 1 (nospec) links the default's finished phase 1 of the seed (its marker holds phase 1's settings only), so
+its phases 2 and 3 start from the same weights; without one it trains its own. The seed is the demo's: synthetic
+set and training.
 
     python benchmarks/ablations.py --variant dense --seeds 0 1 2 --out ablations --vae-path $VAMP_TAESDXL
 """
@@ -32,6 +35,7 @@ VARIANTS = {
     "nospec": ["train.phase2.lambda_spec=0"],
 }
 DATA_STAGES = ("synth", "prepared", "latents")
+PHASE1_FROM = {"nospec": "default"}   # variants whose phase 1 is the default's
 TIERS = ("0", "1", "2", "3")
 
 
@@ -42,7 +46,10 @@ def shared_data(root: Path, a: DemoArgs, overrides: list[str]) -> Path:
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another variant of this seed may be building the same data
         shared = DemoArgs(out=folder, n=a.n, size=a.size, seed=a.seed, vae_path=a.vae_path)
-        data_stages(shared, demo_config(shared, overrides), {})
+        timings: dict = {}
+        data_stages(shared, demo_config(shared, overrides), timings)
+        if not (folder / "timings.json").exists():   # the first build's seconds per stage (later runs reuse it)
+            atomic_write_json(folder / "timings.json", timings)
     return folder
 
 
@@ -52,6 +59,14 @@ def link_data(data: Path, out: Path) -> None:
     for name in DATA_STAGES:
         if not (out / name).exists() and not (out / name).is_symlink():
             (out / name).symlink_to(os.path.relpath(data / name, out))
+
+
+def link_phase1(root: Path, variant: str, seed: int, out: Path) -> None:
+    """out/phase1 -> root/SOURCE/seedS/phase1 when the variant shares it and that phase 1 has finished."""
+    source = PHASE1_FROM.get(variant)
+    done = None if source is None else root / source / f"seed{seed}" / "phase1"
+    if done is not None and (done / ".done.json").is_file() and not os.path.lexists(out / "phase1"):
+        (out / "phase1").symlink_to(os.path.relpath(done, out))
 
 
 def seed_row(seed: int, out: Path, results: dict, seconds: float) -> dict:
@@ -132,6 +147,7 @@ def main() -> None:
     for seed in args.seeds:
         a = DemoArgs(out=root / args.variant / f"seed{seed}", n=args.n, size=args.size, seed=seed, vae_path=args.vae_path)
         link_data(shared_data(root, a, overrides), a.out)
+        link_phase1(root, args.variant, seed, a.out)
         t0 = time.time()
         result = run_demo(a, overrides)
         rows.append(seed_row(seed, a.out, result.results, time.time() - t0))

@@ -84,7 +84,7 @@ def test_demo_trains_the_presets_fixed_steps(demo):
 @pytest.mark.slow
 def test_demo_composition_check_routes_over_the_samplers_timesteps(demo):
     _, result, _ = demo
-    c = result.results["demo"]["composition"]
+    c = result.results["oracle"]["style"]["composition"]
     steps = load_config("tiny").sample.steps
     assert len(c["timesteps"]) == steps and c["timesteps"][0] == 999
     assert len(c["style_top1_per_block"]) == len(c["style_blocks"]) == 2
@@ -104,7 +104,7 @@ def test_demo_every_filter_stage_removes_something(demo):
 def test_demo_writes_a_report_with_every_section(demo):
     a, _, _ = demo
     html = (a.out / "report.html").read_text()
-    for anchor in ("overview", "data", "routing-phases", "composition"):
+    for anchor in ("overview", "data", "routing-phases", "style"):
         assert f'id="{anchor}"' in html
     assert (a.out / "eval.json").is_file()
 
@@ -161,3 +161,46 @@ def test_small_preset_keeps_v1s_experts_in_whole_periods_of_the_block_pattern_at
     for key in ("num_style_experts", "style_top_k", "num_quality_experts", "patch_size", "style_routing"):
         assert getattr(cfg.model, key) == getattr(v1.model, key), key
     assert cfg.latents.resolution // 8 // cfg.model.patch_size <= cfg.model.max_grid   # 16x16 tokens fit
+
+
+def fake_checkpoint(folder, cfg):
+    """A phase folder holding one usable checkpoint (every key the trainer resumes from) trained under cfg."""
+    from vampdiffusion.config import config_to_dict
+    from vampdiffusion.training import checkpoint as ckpt
+    state = {k: {} for k in ckpt.REQUIRED_KEYS} | {"phase": 1, "progress": {"step": 250}, "config": config_to_dict(cfg)}
+    ckpt.save_checkpoint(folder, 250, state, keep_last=2)
+
+
+def test_demo_refuses_to_resume_a_phase_trained_with_other_settings(tmp_path):
+    from vampdiffusion.demo import demo_config, refuse_other_settings
+    a = DemoArgs(out=tmp_path)
+    fake_checkpoint(tmp_path / "phase1", demo_config(a, ["train.phase1.steps=300"]))
+    with pytest.raises(ValueError) as e:
+        refuse_other_settings(tmp_path / "phase1", demo_config(a), 1)
+    steps = load_config("tiny").train.phase1.steps
+    assert f"train.phase1.steps 300 -> {steps}" in str(e.value) and "new --out" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_demo_resumes_a_phase_whose_settings_match_up_to_what_training_fills_in(tmp_path):
+    from vampdiffusion.demo import demo_config, refuse_other_settings
+    a = DemoArgs(out=tmp_path)
+    # vocab size and the latent statistics come from the data; a later phase's settings do not touch phase 1
+    trained = demo_config(a, ["model.vocab_size=104", "latents.channel_mean=[0.1,0.2,0.3,0.4]",
+                              "train.phase2.lambda_spec=0"])
+    fake_checkpoint(tmp_path / "phase1", trained)
+    refuse_other_settings(tmp_path / "phase1", demo_config(a), 1)          # no error
+    with pytest.raises(ValueError, match="train.phase2.lambda_spec"):
+        refuse_other_settings(tmp_path / "phase1", demo_config(a), 2)
+
+
+def test_demo_refuses_a_finished_phase_of_other_data(tmp_path):
+    from vampdiffusion.demo import demo_config, train_stages
+    a = DemoArgs(out=tmp_path)
+    latents = tmp_path / "latents"
+    latents.mkdir()
+    (latents / ".done.json").write_text('{"latents": "new"}')
+    (tmp_path / "phase1").mkdir()
+    (tmp_path / "phase1" / ".done.json").write_text('{"upstream": "old"}')
+    with pytest.raises(ValueError, match="phase 1 finished from other inputs"):
+        train_stages(a, demo_config(a), latents, {})

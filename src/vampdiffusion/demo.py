@@ -107,6 +107,42 @@ def without_vae_path(cfg: Config) -> dict:
     return d
 
 
+def phase_inputs(cfg: Config, phase: int) -> dict:
+    """A training phase's config as its stage inputs: the later phases' settings do not change what it trains,
+    so a run that differs only there (e.g. phase 2 without the specialisation loss) reuses its phase 1."""
+    d = without_vae_path(cfg)
+    for later in range(phase + 1, 4):
+        d["train"].pop(f"phase{later}")
+    return d
+
+
+def flat(d: dict, prefix: str = "") -> dict:
+    """{"train": {"phase1": {"steps": 1}}} -> {"train.phase1.steps": 1}"""
+    out = {}
+    for k, v in d.items():
+        out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def refuse_other_settings(folder: Path, cfg: Config, phase: int) -> None:
+    """A phase folder whose newest usable checkpoint was trained with other settings is not resumed (nor
+    written over): one line naming the settings that differ and the way out."""
+    from vampdiffusion.config import config_from_dict
+    from vampdiffusion.training import checkpoint as ckpt
+    found, _ = ckpt.scan_checkpoints(folder, ckpt.REQUIRED_KEYS)
+    if found is None or "config" not in found[0]:
+        return
+    then, now = flat(phase_inputs(config_from_dict(found[0]["config"]), phase)), flat(phase_inputs(cfg, phase))
+    # training fills model.vocab_size and the latent space from the data (whose digest the marker holds)
+    keys = [k for k in sorted(set(then) | set(now)) if k.split(".")[0] in ("model", "diffusion", "train")
+            and k != "model.vocab_size"]
+    changed = [f"{k} {then.get(k)!r} -> {now.get(k)!r}" for k in keys if then.get(k) != now.get(k)]
+    if changed:
+        raise ValueError(f"{folder} holds {found[1].name}, trained with other settings ({'; '.join(changed[:4])}"
+                         f"{' ...' if len(changed) > 4 else ''}); give `vamp demo` a new --out, or delete {folder} "
+                         f"to train phase {phase} again")
+
+
 def data_stages(a: DemoArgs, cfg: Config, timings: dict, device: torch.device = torch.device("cpu")) -> Path:
     """synth -> prepare -> encode; returns the latent dataset folder."""
     from vampdiffusion.data.prepare import prepare
@@ -135,12 +171,16 @@ def train_stages(a: DemoArgs, cfg: Config, latents: Path, timings: dict) -> list
         folder, init = a.out / f"phase{phase}", runs[-1] if runs else None
 
         def work(phase=phase, folder=folder, init=init) -> None:
+            refuse_other_settings(folder, cfg, phase)
+            if (folder / ".done.json").exists():     # finished, but from other data or another earlier phase
+                raise ValueError(f"{folder} holds a phase {phase} finished from other inputs (the data or an earlier "
+                                 f"phase changed); give `vamp demo` a new --out, or delete {folder} to train it again")
             rc = train(copy.deepcopy(cfg), phase, latents, folder, None if init is None else str(init), resume=True)
             if rc != 0:
                 raise RuntimeError(f"phase {phase} training stopped with exit code {rc}; rerun `vamp demo` to resume it")
 
         run_stage(f"4/6 train phase {phase} ({cfg.train.phase(phase).steps} steps)", folder,
-                  {"config": without_vae_path(cfg), "phase": phase, "upstream": upstream}, work, timings)
+                  {"config": phase_inputs(cfg, phase), "phase": phase, "upstream": upstream}, work, timings)
         runs.append(folder)
         upstream = marker_digest(folder)
     return runs
@@ -152,11 +192,11 @@ def train_stages(a: DemoArgs, cfg: Config, latents: Path, timings: dict) -> list
 
 def evaluate_stage(a: DemoArgs, cfg: Config, latents: Path, runs: list[Path], timings: dict,
                    device: torch.device = torch.device("cpu")):
-    """The phase-3 model's evaluation, the held-out routing after every phase, the composition check."""
+    """The phase-3 model's evaluation (with the style oracle's composition check) and the held-out routing after
+    every phase."""
     from vampdiffusion.evaluation.evaluate import evaluate
     from vampdiffusion.evaluation.routing import heldout_routing
-    from vampdiffusion.evaluation.style_conditioning import COMPOSITION_PROMPT, COMPOSITION_TIER
-    from vampdiffusion.generation.generate import expert_routing, generate, load_generator, read_model_config
+    from vampdiffusion.generation.generate import read_model_config
     from vampdiffusion.latents.loader import LatentDataset
     from vampdiffusion.models.dit import VampDiT
     banner("5/6 evaluate")
@@ -168,11 +208,8 @@ def evaluate_stage(a: DemoArgs, cfg: Config, latents: Path, runs: list[Path], ti
                for p, run in enumerate(runs, start=1)}
     ev = evaluate(runs[-1] / "model", latents, truth=a.out / "synth" / "truth.jsonl",
                   logs=[run / "metrics.jsonl" for run in runs], vae_path=cfg.latents.vae_path, device=str(device))
-    gen = load_generator(runs[-1] / "model", vae_path=cfg.latents.vae_path, device=device)
-    composition = expert_routing(gen, COMPOSITION_PROMPT, quality=COMPOSITION_TIER)
-    composition["images"] = generate(gen, COMPOSITION_PROMPT, quality=COMPOSITION_TIER, seed=7, n=4)
     timings["5/6 evaluate"] = round(time.time() - t0, 1)
-    return ev, routing, composition
+    return ev, routing
 
 
 def learning_checks(results: dict, routing_by_phase: dict) -> list[dict]:
@@ -214,7 +251,6 @@ def overview_section(checks: list[dict], timings: dict, cfg: Config):
 
 def run_demo(a: DemoArgs, overrides: list[str] | tuple[str, ...] = ()) -> DemoResult:
     """synth -> prepare -> encode -> train ×3 -> evaluate -> report; the claims measured on the way."""
-    from vampdiffusion.data.labels import QUALITY_NAMES, style_names
     from vampdiffusion.evaluation import sections as S
     from vampdiffusion.evaluation.evaluate import write_outputs
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
@@ -224,15 +260,13 @@ def run_demo(a: DemoArgs, overrides: list[str] | tuple[str, ...] = ()) -> DemoRe
     timings: dict[str, float] = {}
     latents = data_stages(a, cfg, timings, device)
     runs = train_stages(a, cfg, latents, timings)
-    ev, routing, composition = evaluate_stage(a, cfg, latents, runs, timings, device)
+    ev, routing = evaluate_stage(a, cfg, latents, runs, timings, device)
     banner("6/6 report")
     checks = learning_checks(ev.results, routing)
     ev.results["demo"] = {"checks": checks, "steps": [cfg.train.phase(p).steps for p in (1, 2, 3)],
-                          "timings": timings, "routing_by_phase": routing,
-                          "composition": {k: v for k, v in composition.items() if k != "images"}}
+                          "timings": timings, "routing_by_phase": routing}
     sections = [overview_section(checks, timings, cfg), S.data_section(a.out / "prepared"),
-                S.routing_by_phase_section(routing),
-                S.composition_section(composition, style_names(cfg.data.style_clusters), list(QUALITY_NAMES))]
+                S.routing_by_phase_section(routing)]
     paths = write_outputs(ev, a.out, extra_sections=sections, title="VampDiffusion demo report",
                           columns=cfg.eval.grid_columns)
     return DemoResult(results=ev.results, checks=checks, report=paths["report.html"], timings=timings)

@@ -263,19 +263,3 @@ def routing_by_phase_section(routing_by_phase: dict[str, dict]) -> R.Section:
                f"quality routing accuracy (chance {any_r['quality']['chance']:.2f})", "collapse alerts"]
     return R.Section("Routing by phase", R.table(headers, rows, "Held-out expert routing after each phase (EMA weights)"),
                      "routing-phases")
-
-
-def composition_section(c: dict, style_names: list[str], tier_names: list[str]) -> R.Section:
-    """The research document's §5.4 check: which style and quality experts fire for one prompt at one tier."""
-    fired = [(f"block {b}", ", ".join(f"{e} ({style_names[e]})" for e in top2), str(top1))
-             for b, top2, top1 in zip(c["style_blocks"], c["style_top2_per_block"], c["style_top1_per_block"])]
-    qfired = [(f"block {b}", f"QE-{e} ({tier_names[e]})") for b, e in zip(c["quality_blocks"], c["quality_expert_per_block"])]
-    unknown = f" (not in the vocabulary, so [UNK]: {', '.join(c['unknown_tags'])})" if c["unknown_tags"] else ""
-    body = (R.paragraph(f"Prompt “{c['prompt']}” at quality {c['quality']}{unknown}. The research document's "
-                        "hypothesis: the style router picks the dark/gothic expert while the quality router picks "
-                        "the tier's expert.")
-            + R.image_grid([c["images"]], caption="samples", scale=4)
-            + R.table(["style block", "experts chosen (top-2, over the sampler's timesteps)", "top-1 (mode)"], fired,
-                      "Style experts fired")
-            + R.table(["quality block", "expert chosen"], qfired, "Quality experts fired"))
-    return R.Section(f"Composition check: {c['prompt']}", body, "composition")

@@ -117,7 +117,7 @@ def composition_results(routing: dict, styles: list[StyleReading], sharpness: li
     finite = [v for v in sharpness if math.isfinite(v)]
     read = np.bincount([r.style for r in styles], minlength=NUM_STYLES) / max(len(styles), 1)
     return {"prompt": routing["prompt"], "quality": routing["quality"], "images": len(styles),
-            "unknown_tags": routing["unknown_tags"], "style_blocks": routing["style_blocks"],
+            "unknown_tags": routing["unknown_tags"], "timesteps": routing["timesteps"], "style_blocks": routing["style_blocks"],
             "style_top2_per_block": routing["style_top2_per_block"],
             "style_top1_per_block": routing["style_top1_per_block"],
             "quality_blocks": routing["quality_blocks"], "quality_expert_per_block": routing["quality_expert_per_block"],
