@@ -1,4 +1,4 @@
-"""Whether the style experts matter (issue 19): one model variant over several seeds, each seed the demo's
+"""Whether the style experts matter (docs/research.md §5): one model variant over several seeds, each seed the demo's
 fixed-work pipeline (`vampdiffusion.demo.run_demo`: synth -> prepare -> encode -> train ×3 -> evaluate), one JSON
 with the style routing accuracy, colour accuracy and sharpness by tier of every seed, and their mean, min and max.
 

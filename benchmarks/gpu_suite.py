@@ -1,4 +1,4 @@
-"""The GPU suite of issue 20: four parts in a fixed order, each in its own process under its own time budget,
+"""The GPU suite: four parts in a fixed order, each in its own process under its own time budget,
 one JSON per part, a summary table at the end.
 
     python3 benchmarks/gpu_suite.py --out-dir $OUT --vae-path out/taesdxl      # one H100 / H200
@@ -87,7 +87,7 @@ DRY_SIZES = Sizes(config="tiny", latent=8, rows=16, micro_batch=4, steps=1, warm
                       "train.phase3.curate_top_k=100", "train.ckpt_every=2", "train.ema_every=2", "train.sample_every=0",
                       "sample.steps=2", "eval.n_per_tier=2", "eval.style_samples=1", "eval.batch_size=8"])
 
-# Levers of issue 20 that this code base does not have: recorded in the JSON, so the table says so.
+# Throughput levers that this code base does not have: recorded in the JSON, so the table says so.
 NOT_IN_CODE = {
     "selective activation checkpointing": "model.gradient_checkpointing recomputes whole blocks only (dit.py _run_block)",
     "CUDA graphs": "the trainer has no CUDA-graph capture of the step (train.compile uses the default mode)",

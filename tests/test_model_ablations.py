@@ -1,4 +1,4 @@
-"""The ablation switches of issue 19: model.style_routing (image | token) and model.style_ffn (moe | dense).
+"""The ablation switches (docs/research.md §5): model.style_routing (image | token) and model.style_ffn (moe | dense).
 
 Defaults build the v1 model; `token` routes each token from [LN(x_n) ; e_tag ; e_t]; `dense` puts one FFN of
 style_top_k experts' width where the style experts are. Tiny models, CPU, fp32, seeded.

@@ -99,7 +99,7 @@ KEYS = (PROMPT_KEY, NEGATIVE_KEY, "Steps", "Sampler", "CFG scale", "Seed", "Size
 # --set names beside the infotext keys themselves (compared after lower-casing, '-' and ' ' -> '_')
 ALIASES = {"tags": PROMPT_KEY, "negative": NEGATIVE_KEY, "cfg": "CFG scale", "quality": "Quality tier",
            "style": "Style experts", "quality_tier": "Quality tier"}
-LEGACY_KEYS = {"Quality": "Quality tier", "Style": "Style experts"}  # written by earlier versions of vamp generate
+SHORT_KEYS = {"Quality": "Quality tier", "Style": "Style experts"}  # the short key names, read as the long ones
 
 
 def _key_name(text: str) -> str:
@@ -130,9 +130,9 @@ def apply_sets(params: dict[str, str], assignments: list[str] | tuple[str, ...])
 
 
 def infotext_params(text: str) -> dict[str, str]:
-    """Infotext -> one dict: 'Prompt', 'Negative prompt' and every key of the key line (legacy keys renamed)."""
+    """Infotext -> one dict: 'Prompt', 'Negative prompt' and every key of the key line (short key names read as the long ones)."""
     prompt, negative, params = parse_infotext(text)
-    for old, new in LEGACY_KEYS.items():
+    for old, new in SHORT_KEYS.items():
         if old in params and new not in params:
             params[new] = params.pop(old)
     return {PROMPT_KEY: prompt, NEGATIVE_KEY: negative, **params}
