@@ -15,12 +15,14 @@ its phases 2 and 3 start from the same weights; without one it trains its own. T
 set and training.
 
     python benchmarks/ablations.py --variant dense --seeds 0 1 2 --out ablations --vae-path $VAMP_TAESDXL
+    python benchmarks/ablations.py --table --out ablations      # the variants side by side (markdown)
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import json
 import os
 import time
 from pathlib import Path
@@ -127,10 +129,39 @@ def table(rows: list[dict], summ: dict) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in lines)
 
 
+ROW_NAMES = {
+    "style_routing_accuracy_phase2": "style routing accuracy after phase 2 (chance 0.125)",
+    "style_routing_accuracy": "style routing accuracy after phase 3",
+    "style_image_accuracy": "style conditioning accuracy of the images (chance 0.125)",
+    "steering_read_as_k": "steering: share read as the forced expert's style",
+    "steering_lift": "steering: lift over the other experts",
+    "colour_accuracy": "colour accuracy (chance 1/6)",
+    "quality_routing_accuracy": "quality routing accuracy after phase 3",
+    "composition_read_dark": "composition: share read dark",
+}
+
+
+def markdown(root: Path) -> str:
+    """The variants' summaries side by side (mean, min–max over seeds), from root/ablations_VARIANT.json."""
+    runs = {v: json.loads((root / f"ablations_{v}.json").read_text()) for v in VARIANTS
+            if (root / f"ablations_{v}.json").is_file()}
+    head = "| | " + " | ".join(f"{v} ({len(r['seeds'])} seeds)" for v, r in runs.items()) + " |"
+    lines = [head, "|---" * (len(runs) + 1) + "|"]
+    for k, name in ROW_NAMES.items():
+        lines.append(f"| {name} | " + " | ".join(fmt_spread(r["summary"][k]) for r in runs.values()) + " |")
+    for q in ("0", "3"):
+        lines.append(f"| mean sharpness, tier {q} | " + " | ".join(fmt_spread(r["summary"]["sharpness"][q])
+                                                             for r in runs.values()) + " |")
+    rises = [f"{sum(bool(x['sharpness_rises_with_tier']) for x in r['runs'])} of {len(r['runs'])}" for r in runs.values()]
+    lines.append("| sharpness rises tier by tier (seeds) | " + " | ".join(rises) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     d = DemoArgs()
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variant", choices=sorted(VARIANTS), required=True)
+    ap.add_argument("--variant", choices=sorted(VARIANTS))
+    ap.add_argument("--table", action="store_true", help="print the variants' markdown table from OUT and stop")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="ablations", help="root folder: data/seedS and VARIANT/seedS under it")
     ap.add_argument("--n", type=int, default=d.n, help=f"synthetic posts (default {d.n}, the demo's)")
@@ -141,6 +172,11 @@ def main() -> None:
     ap.add_argument("--json", default="", help="output JSON (default OUT/ablations_VARIANT.json)")
     args = ap.parse_args()
     root = Path(args.out)
+    if args.table:
+        print(markdown(root))
+        return
+    if args.variant is None:
+        ap.error("--variant is required (or --table)")
     overrides = [*VARIANTS[args.variant], *args.overrides]
     path = Path(args.json) if args.json else root / f"ablations_{args.variant}.json"
     rows: list[dict] = []

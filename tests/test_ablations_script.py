@@ -1,0 +1,61 @@
+"""benchmarks/ablations.py without training: the seed summaries, the side-by-side table, and the phase-1 link
+a variant that differs from the default only after phase 1 takes."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def ablations(monkeypatch):
+    spec = importlib.util.spec_from_file_location("ablations", REPO / "benchmarks" / "ablations.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(ablations, seed: int, value: float, rises: bool) -> dict:
+    r = {k: value for k in ablations.SCALARS} | {"seed": seed, "sharpness_rises_with_tier": rises}
+    r["sharpness"] = {q: value + int(q) / 10 for q in ablations.TIERS}
+    return r
+
+
+def test_summary_gives_mean_min_max_over_the_seeds_that_have_the_value(ablations):
+    rows = [row(ablations, 0, 0.2, True), row(ablations, 1, 0.4, True), row(ablations, 2, 0.6, False)]
+    rows[2]["steering_lift"] = None                      # a model without the quantity
+    s = ablations.summary(rows)
+    assert s["colour_accuracy"] == pytest.approx({"mean": 0.4, "min": 0.2, "max": 0.6, "n": 3})
+    assert s["steering_lift"] == pytest.approx({"mean": 0.3, "min": 0.2, "max": 0.4, "n": 2})
+    assert s["sharpness"]["3"]["max"] == pytest.approx(0.9)
+
+
+def test_table_puts_the_variants_side_by_side(ablations, tmp_path):
+    for variant, value in (("default", 0.5), ("dense", 0.25)):
+        rows = [row(ablations, s, value + s / 100, s != 1) for s in (0, 1, 2)]
+        (tmp_path / f"ablations_{variant}.json").write_text(json.dumps(
+            {"variant": variant, "seeds": [0, 1, 2], "runs": rows, "summary": ablations.summary(rows)}))
+    lines = ablations.markdown(tmp_path).splitlines()
+    assert lines[0] == "| | default (3 seeds) | dense (3 seeds) |"
+    colour = next(line for line in lines if line.startswith("| colour accuracy"))
+    assert "0.510 (0.500–0.520)" in colour and "0.260 (0.250–0.270)" in colour
+    assert lines[-1] == "| sharpness rises tier by tier (seeds) | 2 of 3 | 2 of 3 |"
+
+
+def test_nospec_links_the_defaults_finished_phase_1_only(ablations, tmp_path):
+    out = tmp_path / "nospec" / "seed0"
+    out.mkdir(parents=True)
+    ablations.link_phase1(tmp_path, "nospec", 0, out)
+    assert not (out / "phase1").exists()                 # the default's phase 1 has not finished: train its own
+    done = tmp_path / "default" / "seed0" / "phase1"
+    done.mkdir(parents=True)
+    (done / ".done.json").write_text("{}")
+    ablations.link_phase1(tmp_path, "dense", 0, tmp_path)  # another model: never linked
+    assert not (tmp_path / "phase1").exists()
+    ablations.link_phase1(tmp_path, "nospec", 0, out)
+    assert (out / "phase1").resolve() == done.resolve()
