@@ -187,7 +187,7 @@ def test_demo_resumes_a_phase_whose_settings_match_up_to_what_training_fills_in(
     a = DemoArgs(out=tmp_path)
     # vocab size and the latent statistics come from the data; a later phase's settings do not touch phase 1
     trained = demo_config(a, ["model.vocab_size=104", "latents.channel_mean=[0.1,0.2,0.3,0.4]",
-                              "train.phase2.lambda_spec=0"])
+                              "train.phase2.lambda_spec=0", "eval.n_per_tier=16", "sample.steps=8"])
     fake_checkpoint(tmp_path / "phase1", trained)
     refuse_other_settings(tmp_path / "phase1", demo_config(a), 1)          # no error
     with pytest.raises(ValueError, match="train.phase2.lambda_spec"):

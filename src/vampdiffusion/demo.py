@@ -108,9 +108,12 @@ def without_vae_path(cfg: Config) -> dict:
 
 
 def phase_inputs(cfg: Config, phase: int) -> dict:
-    """A training phase's config as its stage inputs: the later phases' settings do not change what it trains,
-    so a run that differs only there (e.g. phase 2 without the specialisation loss) reuses its phase 1."""
+    """A training phase's config as its stage inputs: what changes the weights it trains. The evaluation and
+    sampling settings do not (sampling draws only the phase's preview grid), nor do the later phases', so a run
+    that differs only there (another eval setting, phase 2 without the specialisation loss) reuses its phase 1."""
     d = without_vae_path(cfg)
+    for section in ("eval", "sample"):
+        d.pop(section)
     for later in range(phase + 1, 4):
         d["train"].pop(f"phase{later}")
     return d
