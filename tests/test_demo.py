@@ -1,4 +1,4 @@
-"""`vamp demo` end to end on the embedded default (slow: the whole pipeline, ≈ 18 min on 2 cores), and the
+"""`vamp demo` end to end on the embedded default (slow: the whole pipeline, ≈ 15 min on 2 cores), and the
 fixed-work property on a small run."""
 
 import json
@@ -12,7 +12,7 @@ from vampdiffusion.config import load_config
 from vampdiffusion.demo import DemoArgs, data_stages, run_demo, stage_done
 
 # thresholds below the worst of the seeds measured (docs/benchmarks.md#demo gives every seed's numbers)
-COLOUR_MIN = 0.80
+COLOUR_MIN = 0.70
 SHARPNESS_SPAN_MIN = 0.05       # tier 3 − tier 0 of the generated images' mean sharpness
 STYLE_ROUTING_MIN = 3 / 8
 

@@ -27,7 +27,7 @@ from vampdiffusion.config import Config, config_to_dict, load_config
 
 TAESDXL_HUB_ID = "madebyollin/taesdxl"
 # the claims: colour read from the generated images (chance 1/6), style routing after phase 2 (chance 1/8)
-COLOUR_MIN = 0.80
+COLOUR_MIN = 0.70
 STYLE_ROUTING_MIN = 3 / 8
 
 
