@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from vampdiffusion.atomic import atomic_write_json
-from vampdiffusion.demo import DemoArgs, data_stages, demo_config, run_demo
+from vampdiffusion.demo import DemoArgs, data_stages, demo_config, marker_digest, phase_inputs, run_demo, stage_done
 
 VARIANTS = {
     "default": [],
@@ -48,9 +48,10 @@ def shared_data(root: Path, a: DemoArgs, overrides: list[str]) -> Path:
     with open(folder / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another variant of this seed may be building the same data
         shared = DemoArgs(out=folder, n=a.n, size=a.size, seed=a.seed, vae_path=a.vae_path)
+        built = (folder / "latents" / ".done.json").is_file()
         timings: dict = {}
         data_stages(shared, demo_config(shared, overrides), timings)
-        if not (folder / "timings.json").exists():   # the first build's seconds per stage (later runs reuse it)
+        if not built:                                  # the seconds of the build (a later run only reuses it)
             atomic_write_json(folder / "timings.json", timings)
     return folder
 
@@ -63,11 +64,15 @@ def link_data(data: Path, out: Path) -> None:
             (out / name).symlink_to(os.path.relpath(data / name, out))
 
 
-def link_phase1(root: Path, variant: str, seed: int, out: Path) -> None:
-    """out/phase1 -> root/SOURCE/seedS/phase1 when the variant shares it and that phase 1 has finished."""
+def link_phase1(root: Path, variant: str, a: DemoArgs, overrides: list[str]) -> None:
+    """out/phase1 -> root/SOURCE/seedS/phase1 when the variant shares it and that phase 1 has finished with the
+    inputs this run's phase 1 would have (same settings and latents); else the variant trains its own."""
     source = PHASE1_FROM.get(variant)
-    done = None if source is None else root / source / f"seed{seed}" / "phase1"
-    if done is not None and (done / ".done.json").is_file() and not os.path.lexists(out / "phase1"):
+    out, done = a.out, None if source is None else root / source / f"seed{a.seed}" / "phase1"
+    if done is None or os.path.lexists(out / "phase1") or not (out / "latents" / ".done.json").is_file():
+        return
+    inputs = {"config": phase_inputs(demo_config(a, overrides), 1), "phase": 1, "upstream": marker_digest(out / "latents")}
+    if stage_done(done, inputs):
         (out / "phase1").symlink_to(os.path.relpath(done, out))
 
 
@@ -145,6 +150,8 @@ def markdown(root: Path) -> str:
     """The variants' summaries side by side (mean, min–max over seeds), from root/ablations_VARIANT.json."""
     runs = {v: json.loads((root / f"ablations_{v}.json").read_text()) for v in VARIANTS
             if (root / f"ablations_{v}.json").is_file()}
+    if not runs:
+        raise SystemExit(f"ablations: no ablations_VARIANT.json in {root}; run a --variant first (--out {root})")
     head = "| | " + " | ".join(f"{v} ({len(r['seeds'])} seeds)" for v, r in runs.items()) + " |"
     lines = [head, "|---" * (len(runs) + 1) + "|"]
     for k, name in ROW_NAMES.items():
@@ -183,7 +190,7 @@ def main() -> None:
     for seed in args.seeds:
         a = DemoArgs(out=root / args.variant / f"seed{seed}", n=args.n, size=args.size, seed=seed, vae_path=args.vae_path)
         link_data(shared_data(root, a, overrides), a.out)
-        link_phase1(root, args.variant, seed, a.out)
+        link_phase1(root, args.variant, a, overrides)
         t0 = time.time()
         result = run_demo(a, overrides)
         rows.append(seed_row(seed, a.out, result.results, time.time() - t0))

@@ -47,15 +47,25 @@ def test_table_puts_the_variants_side_by_side(ablations, tmp_path):
     assert lines[-1] == "| sharpness rises tier by tier (seeds) | 2 of 3 | 2 of 3 |"
 
 
-def test_nospec_links_the_defaults_finished_phase_1_only(ablations, tmp_path):
-    out = tmp_path / "nospec" / "seed0"
-    out.mkdir(parents=True)
-    ablations.link_phase1(tmp_path, "nospec", 0, out)
-    assert not (out / "phase1").exists()                 # the default's phase 1 has not finished: train its own
+def test_nospec_links_the_defaults_phase_1_only_when_it_finished_with_the_same_inputs(ablations, tmp_path):
+    from vampdiffusion.demo import DemoArgs, demo_config, marker_digest, phase_inputs
+    a = DemoArgs(out=tmp_path / "nospec" / "seed0", seed=0)
+    (a.out / "latents").mkdir(parents=True)
+    (a.out / "latents" / ".done.json").write_text('{"latents": 1}')
     done = tmp_path / "default" / "seed0" / "phase1"
+    ablations.link_phase1(tmp_path, "nospec", a, ["train.phase2.lambda_spec=0"])
+    assert not (a.out / "phase1").exists()               # the default's phase 1 has not finished: train its own
     done.mkdir(parents=True)
-    (done / ".done.json").write_text("{}")
-    ablations.link_phase1(tmp_path, "dense", 0, tmp_path)  # another model: never linked
-    assert not (tmp_path / "phase1").exists()
-    ablations.link_phase1(tmp_path, "nospec", 0, out)
-    assert (out / "phase1").resolve() == done.resolve()
+    inputs = {"config": phase_inputs(demo_config(a), 1), "phase": 1, "upstream": marker_digest(a.out / "latents")}
+    (done / ".done.json").write_text(json.dumps(inputs))
+    ablations.link_phase1(tmp_path, "nospec", a, ["train.phase2.lambda_spec=0", "train.phase1.steps=5"])
+    assert not (a.out / "phase1").exists()               # another phase 1 (e.g. a smoke run's steps)
+    ablations.link_phase1(tmp_path, "dense", a, ["model.style_ffn=dense"])
+    assert not (a.out / "phase1").exists()               # another model: never linked
+    ablations.link_phase1(tmp_path, "nospec", a, ["train.phase2.lambda_spec=0"])
+    assert (a.out / "phase1").resolve() == done.resolve()
+
+
+def test_table_without_runs_is_one_line_naming_the_fix(ablations, tmp_path):
+    with pytest.raises(SystemExit, match="run a --variant first"):
+        ablations.markdown(tmp_path)

@@ -163,44 +163,44 @@ def test_small_preset_keeps_v1s_experts_in_whole_periods_of_the_block_pattern_at
     assert cfg.latents.resolution // 8 // cfg.model.patch_size <= cfg.model.max_grid   # 16x16 tokens fit
 
 
-def fake_checkpoint(folder, cfg):
-    """A phase folder holding one usable checkpoint (every key the trainer resumes from) trained under cfg."""
-    from vampdiffusion.config import config_to_dict
-    from vampdiffusion.training import checkpoint as ckpt
-    state = {k: {} for k in ckpt.REQUIRED_KEYS} | {"phase": 1, "progress": {"step": 250}, "config": config_to_dict(cfg)}
-    ckpt.save_checkpoint(folder, 250, state, keep_last=2)
+
+def phase1_inputs(a, overrides=(), upstream="abc"):
+    from vampdiffusion.demo import demo_config, phase_inputs
+    return {"config": phase_inputs(demo_config(a, list(overrides)), 1), "phase": 1, "upstream": upstream}
 
 
-def test_demo_refuses_to_resume_a_phase_trained_with_other_settings(tmp_path):
-    from vampdiffusion.demo import demo_config, refuse_other_settings
-    a = DemoArgs(out=tmp_path)
-    fake_checkpoint(tmp_path / "phase1", demo_config(a, ["train.phase1.steps=300"]))
+def test_demo_resumes_only_a_phase_started_with_the_same_inputs(tmp_path):
+    from vampdiffusion.demo import refuse_other_inputs
+    a, folder = DemoArgs(out=tmp_path), tmp_path / "phase1"
+    refuse_other_inputs(folder, phase1_inputs(a, ["train.phase1.steps=300"]), [folder])   # first start: recorded
+    assert json.loads((folder / ".inputs.json").read_text())["config"]["train"]["phase1"]["steps"] == 300
+    refuse_other_inputs(folder, phase1_inputs(a, ["train.phase1.steps=300"]), [folder])   # interrupted: resumes
     with pytest.raises(ValueError) as e:
-        refuse_other_settings(tmp_path / "phase1", demo_config(a), 1)
+        refuse_other_inputs(folder, phase1_inputs(a), [folder, tmp_path / "phase2"])
     steps = load_config("tiny").train.phase1.steps
-    assert f"train.phase1.steps 300 -> {steps}" in str(e.value) and "new --out" in str(e.value)
-    assert "\n" not in str(e.value)
+    message = str(e.value)
+    assert f"config.train.phase1.steps 300 -> {steps}" in message and "new --out" in message
+    assert str(tmp_path / "phase2") in message and "\n" not in message
+    assert json.loads((folder / ".inputs.json").read_text())["config"]["train"]["phase1"]["steps"] == 300  # kept
 
 
-def test_demo_resumes_a_phase_whose_settings_match_up_to_what_training_fills_in(tmp_path):
-    from vampdiffusion.demo import demo_config, refuse_other_settings
+def test_demo_phase_inputs_leave_out_what_does_not_train_the_phase(tmp_path):
     a = DemoArgs(out=tmp_path)
-    # vocab size and the latent statistics come from the data; a later phase's settings do not touch phase 1
-    trained = demo_config(a, ["model.vocab_size=104", "latents.channel_mean=[0.1,0.2,0.3,0.4]",
-                              "train.phase2.lambda_spec=0", "eval.n_per_tier=16", "sample.steps=8"])
-    fake_checkpoint(tmp_path / "phase1", trained)
-    refuse_other_settings(tmp_path / "phase1", demo_config(a), 1)          # no error
-    with pytest.raises(ValueError, match="train.phase2.lambda_spec"):
-        refuse_other_settings(tmp_path / "phase1", demo_config(a), 2)
+    later = ["train.phase2.lambda_spec=0", "eval.n_per_tier=16", "sample.steps=8"]
+    assert phase1_inputs(a, later) == phase1_inputs(a)
+    assert phase1_inputs(a, ["model.style_ffn=dense"]) != phase1_inputs(a)
 
 
-def test_demo_refuses_a_finished_phase_of_other_data(tmp_path):
-    from vampdiffusion.demo import demo_config, train_stages
+def test_demo_refuses_a_phase_of_other_data_or_one_it_did_not_start(tmp_path):
+    from vampdiffusion.demo import demo_config, refuse_other_inputs, train_stages
+    from vampdiffusion.training import checkpoint as ckpt
     a = DemoArgs(out=tmp_path)
     latents = tmp_path / "latents"
     latents.mkdir()
     (latents / ".done.json").write_text('{"latents": "new"}')
-    (tmp_path / "phase1").mkdir()
-    (tmp_path / "phase1" / ".done.json").write_text('{"upstream": "old"}')
-    with pytest.raises(ValueError, match="phase 1 finished from other inputs"):
+    refuse_other_inputs(tmp_path / "phase1", phase1_inputs(a, upstream="old"), [])
+    with pytest.raises(ValueError, match="upstream"):
         train_stages(a, demo_config(a), latents, {})
+    ckpt.save_checkpoint(tmp_path / "other", 250, {"step": 250}, keep_last=2)   # e.g. a `vamp train` run
+    with pytest.raises(ValueError, match="did not start"):
+        refuse_other_inputs(tmp_path / "other", phase1_inputs(a), [tmp_path / "other"])

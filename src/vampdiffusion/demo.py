@@ -108,9 +108,10 @@ def without_vae_path(cfg: Config) -> dict:
 
 
 def phase_inputs(cfg: Config, phase: int) -> dict:
-    """A training phase's config as its stage inputs: what changes the weights it trains. The evaluation and
-    sampling settings do not (sampling draws only the phase's preview grid), nor do the later phases', so a run
-    that differs only there (another eval setting, phase 2 without the specialisation loss) reuses its phase 1."""
+    """A training phase's config as its stage inputs: the settings it trains and runs with. The evaluation and
+    sampling settings are left out (sampling draws only the phase's preview grid), and so are the later phases',
+    so a run that differs only there (another eval setting, phase 2 without the specialisation loss) reuses
+    its phase 1."""
     d = without_vae_path(cfg)
     for section in ("eval", "sample"):
         d.pop(section)
@@ -127,23 +128,28 @@ def flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def refuse_other_settings(folder: Path, cfg: Config, phase: int) -> None:
-    """A phase folder whose newest usable checkpoint was trained with other settings is not resumed (nor
-    written over): one line naming the settings that differ and the way out."""
-    from vampdiffusion.config import config_from_dict
+def short(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 24 else text[:20] + "…"
+
+
+def refuse_other_inputs(folder: Path, inputs: dict, redo: list[Path]) -> None:
+    """A training stage records its inputs before it trains (`.inputs.json`) and resumes only a folder started
+    with the same inputs; otherwise one line names what differs and the way out (`redo`: this folder and the
+    later phases'). Nothing is resumed under, or written over, other inputs."""
     from vampdiffusion.training import checkpoint as ckpt
-    found, _ = ckpt.scan_checkpoints(folder, ckpt.REQUIRED_KEYS)
-    if found is None or "config" not in found[0]:
-        return
-    then, now = flat(phase_inputs(config_from_dict(found[0]["config"]), phase)), flat(phase_inputs(cfg, phase))
-    # training fills model.vocab_size and the latent space from the data (whose digest the marker holds)
-    keys = [k for k in sorted(set(then) | set(now)) if k.split(".")[0] in ("model", "diffusion", "train")
-            and k != "model.vocab_size"]
-    changed = [f"{k} {then.get(k)!r} -> {now.get(k)!r}" for k in keys if then.get(k) != now.get(k)]
-    if changed:
-        raise ValueError(f"{folder} holds {found[1].name}, trained with other settings ({'; '.join(changed[:4])}"
-                         f"{' ...' if len(changed) > 4 else ''}); give `vamp demo` a new --out, or delete {folder} "
-                         f"to train phase {phase} again")
+    started = folder / ".inputs.json"
+    way_out = f"give `vamp demo` a new --out, or delete {', '.join(str(f) for f in redo)} to train again"
+    if started.is_file():
+        then, now = flat(json.loads(started.read_text())), flat(inputs)
+        changed = [f"{k} {short(then.get(k))} -> {short(now.get(k))}" for k in sorted(set(then) | set(now))
+                   if then.get(k) != now.get(k)]
+        if changed:
+            raise ValueError(f"{folder} was started with other inputs ({'; '.join(changed[:4])}"
+                             f"{' ...' if len(changed) > 4 else ''}; upstream = the data or an earlier phase); {way_out}")
+    elif (folder / ".done.json").exists() or ckpt.list_checkpoints(folder):
+        raise ValueError(f"{folder} holds a training run this demo did not start (no .inputs.json); {way_out}")
+    atomic_write_json(started, inputs)
 
 
 def data_stages(a: DemoArgs, cfg: Config, timings: dict, device: torch.device = torch.device("cpu")) -> Path:
@@ -173,17 +179,15 @@ def train_stages(a: DemoArgs, cfg: Config, latents: Path, timings: dict) -> list
     for phase in (1, 2, 3):
         folder, init = a.out / f"phase{phase}", runs[-1] if runs else None
 
-        def work(phase=phase, folder=folder, init=init) -> None:
-            refuse_other_settings(folder, cfg, phase)
-            if (folder / ".done.json").exists():     # finished, but from other data or another earlier phase
-                raise ValueError(f"{folder} holds a phase {phase} finished from other inputs (the data or an earlier "
-                                 f"phase changed); give `vamp demo` a new --out, or delete {folder} to train it again")
+        inputs = {"config": phase_inputs(cfg, phase), "phase": phase, "upstream": upstream}
+
+        def work(phase=phase, folder=folder, init=init, inputs=inputs) -> None:
+            refuse_other_inputs(folder, inputs, [a.out / f"phase{p}" for p in range(phase, 4)])
             rc = train(copy.deepcopy(cfg), phase, latents, folder, None if init is None else str(init), resume=True)
             if rc != 0:
                 raise RuntimeError(f"phase {phase} training stopped with exit code {rc}; rerun `vamp demo` to resume it")
 
-        run_stage(f"4/6 train phase {phase} ({cfg.train.phase(phase).steps} steps)", folder,
-                  {"config": phase_inputs(cfg, phase), "phase": phase, "upstream": upstream}, work, timings)
+        run_stage(f"4/6 train phase {phase} ({cfg.train.phase(phase).steps} steps)", folder, inputs, work, timings)
         runs.append(folder)
         upstream = marker_digest(folder)
     return runs
