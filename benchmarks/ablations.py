@@ -27,6 +27,8 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
+
 from vampdiffusion.atomic import atomic_write_json
 from vampdiffusion.demo import DemoArgs, data_stages, demo_config, marker_digest, phase_inputs, run_demo, stage_done
 
@@ -146,6 +148,30 @@ ROW_NAMES = {
 }
 
 
+def matched_accuracy(label_expert: list[list[float]]) -> float:
+    """Routing accuracy under the best one-to-one label -> expert assignment (Hungarian), mean over the labels
+    of the share of the label's images on its expert: invariant to which expert a router gives a label, so a
+    router trained without L_spec (which fixes expert k for label k) is read by how consistent it is."""
+    from scipy.optimize import linear_sum_assignment
+    m = np.asarray(label_expert, dtype=float)
+    m = m[m.sum(1) > 0]                                   # labels with held-out images
+    rows, cols = linear_sum_assignment(-m)
+    return float(m[rows, cols].sum() / len(m))
+
+
+MATCHED = {
+    "style routing, best one-to-one assignment, after phase 2": lambda r: r["demo"]["routing_by_phase"]["phase 2"]["style"],
+    "style routing, best one-to-one assignment, after phase 3": lambda r: r["routing"]["style"],
+    "quality routing, best one-to-one assignment, after phase 3": lambda r: r["routing"]["quality"],
+}
+
+
+def matched_spreads(run: dict) -> dict:
+    """The MATCHED rows over a variant's seeds, read from each seed's eval.json."""
+    results = [json.loads(Path(r["eval_json"]).read_text()) for r in run["runs"]]
+    return {name: spread([matched_accuracy(get(res)["label_expert"]) for res in results]) for name, get in MATCHED.items()}
+
+
 def markdown(root: Path) -> str:
     """The variants' summaries side by side (mean, min–max over seeds), from root/ablations_VARIANT.json."""
     runs = {v: json.loads((root / f"ablations_{v}.json").read_text()) for v in VARIANTS
@@ -156,6 +182,9 @@ def markdown(root: Path) -> str:
     lines = [head, "|---" * (len(runs) + 1) + "|"]
     for k, name in ROW_NAMES.items():
         lines.append(f"| {name} | " + " | ".join(fmt_spread(r["summary"][k]) for r in runs.values()) + " |")
+    matched = [matched_spreads(r) for r in runs.values()]
+    for name in MATCHED:
+        lines.append(f"| {name} | " + " | ".join(fmt_spread(m[name]) for m in matched) + " |")
     for q in ("0", "3"):
         lines.append(f"| mean sharpness, tier {q} | " + " | ".join(fmt_spread(r["summary"]["sharpness"][q])
                                                              for r in runs.values()) + " |")

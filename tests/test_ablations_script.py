@@ -35,9 +35,23 @@ def test_summary_gives_mean_min_max_over_the_seeds_that_have_the_value(ablations
     assert s["sharpness"]["3"]["max"] == pytest.approx(0.9)
 
 
+def fake_eval_json(path: Path) -> str:
+    routing = {"style": {"label_expert": [[0.0, 1.0], [1.0, 0.0]]}, "quality": {"label_expert": [[0.5, 0.5], [0.5, 0.5]]}}
+    path.write_text(json.dumps({"routing": routing, "demo": {"routing_by_phase": {"phase 2": routing}}}))
+    return str(path)
+
+
+def test_matched_accuracy_reads_a_permuted_router_as_consistent(ablations):
+    permuted = [[0, 0, 1], [1, 0, 0], [0, 1, 0]]             # every label on one expert, not its own index
+    assert ablations.matched_accuracy(permuted) == pytest.approx(1.0)
+    assert ablations.matched_accuracy([[1 / 3] * 3] * 3) == pytest.approx(1 / 3)
+    assert ablations.matched_accuracy([[0.6, 0.4], [0.7, 0.3], [0, 0]]) == pytest.approx((0.7 + 0.4) / 2)  # empty label left out
+
+
 def test_table_puts_the_variants_side_by_side(ablations, tmp_path):
     for variant, value in (("default", 0.5), ("dense", 0.25)):
-        rows = [row(ablations, s, value + s / 100, s != 1) for s in (0, 1, 2)]
+        rows = [row(ablations, s, value + s / 100, s != 1) | {"eval_json": fake_eval_json(tmp_path / f"{variant}{s}.json")}
+                for s in (0, 1, 2)]
         (tmp_path / f"ablations_{variant}.json").write_text(json.dumps(
             {"variant": variant, "seeds": [0, 1, 2], "runs": rows, "summary": ablations.summary(rows)}))
     lines = ablations.markdown(tmp_path).splitlines()
@@ -45,6 +59,8 @@ def test_table_puts_the_variants_side_by_side(ablations, tmp_path):
     colour = next(line for line in lines if line.startswith("| colour accuracy"))
     assert "0.510 (0.500–0.520)" in colour and "0.260 (0.250–0.270)" in colour
     assert lines[-1] == "| sharpness rises tier by tier (seeds) | 2 of 3 | 2 of 3 |"
+    matched = next(line for line in lines if line.startswith("| quality routing, best one-to-one"))
+    assert matched.count("0.500 (0.500–0.500)") == 2
 
 
 def test_nospec_links_the_defaults_phase_1_only_when_it_finished_with_the_same_inputs(ablations, tmp_path):
