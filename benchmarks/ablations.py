@@ -137,13 +137,13 @@ def table(rows: list[dict], summ: dict) -> str:
 
 
 ROW_NAMES = {
-    "style_routing_accuracy_phase2": "style routing accuracy after phase 2 (chance 0.125)",
+    "style_routing_accuracy_phase2": "style routing accuracy after phase 2 (expert k = style k; chance 0.125)",
     "style_routing_accuracy": "style routing accuracy after phase 3",
     "style_image_accuracy": "style conditioning accuracy of the images (chance 0.125)",
     "steering_read_as_k": "steering: share read as the forced expert's style",
     "steering_lift": "steering: lift over the other experts",
     "colour_accuracy": "colour accuracy (chance 1/6)",
-    "quality_routing_accuracy": "quality routing accuracy after phase 3",
+    "quality_routing_accuracy": "quality routing accuracy after phase 3 (expert q = tier q; chance 0.25)",
     "composition_read_dark": "composition: share read dark",
 }
 
