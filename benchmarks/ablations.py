@@ -148,13 +148,15 @@ ROW_NAMES = {
 }
 
 
-def matched_accuracy(label_expert: list[list[float]]) -> float:
+def matched_accuracy(label_expert: list[list[float]]) -> float | None:
     """Routing accuracy under the best one-to-one label -> expert assignment (Hungarian), mean over the labels
     of the share of the label's images on its expert: invariant to which expert a router gives a label, so a
     router trained without L_spec (which fixes expert k for label k) is read by how consistent it is."""
     from scipy.optimize import linear_sum_assignment
     m = np.asarray(label_expert, dtype=float)
-    m = m[m.sum(1) > 0]                                   # labels with held-out images
+    m = m[m.sum(1) > 0] if m.ndim == 2 else m.reshape(0, 0)   # labels with held-out images
+    if not m.size:
+        return None                                       # no router (the dense twin's style blocks)
     rows, cols = linear_sum_assignment(-m)
     return float(m[rows, cols].sum() / len(m))
 
@@ -169,7 +171,8 @@ MATCHED = {
 def matched_spreads(run: dict) -> dict:
     """The MATCHED rows over a variant's seeds, read from each seed's eval.json."""
     results = [json.loads(Path(r["eval_json"]).read_text()) for r in run["runs"]]
-    return {name: spread([matched_accuracy(get(res)["label_expert"]) for res in results]) for name, get in MATCHED.items()}
+    return {name: spread([matched_accuracy(get(res).get("label_expert", [])) for res in results])
+            for name, get in MATCHED.items()}
 
 
 def markdown(root: Path) -> str:
@@ -178,7 +181,7 @@ def markdown(root: Path) -> str:
             if (root / f"ablations_{v}.json").is_file()}
     if not runs:
         raise SystemExit(f"ablations: no ablations_VARIANT.json in {root}; run a --variant first (--out {root})")
-    head = "| | " + " | ".join(f"{v} ({len(r['seeds'])} seeds)" for v, r in runs.items()) + " |"
+    head = "| | " + " | ".join(f"{v} ({len(r['seeds'])} seed{'s' * (len(r['seeds']) != 1)})" for v, r in runs.items()) + " |"
     lines = [head, "|---" * (len(runs) + 1) + "|"]
     for k, name in ROW_NAMES.items():
         lines.append(f"| {name} | " + " | ".join(fmt_spread(r["summary"][k]) for r in runs.values()) + " |")

@@ -46,6 +46,7 @@ def test_matched_accuracy_reads_a_permuted_router_as_consistent(ablations):
     assert ablations.matched_accuracy(permuted) == pytest.approx(1.0)
     assert ablations.matched_accuracy([[1 / 3] * 3] * 3) == pytest.approx(1 / 3)
     assert ablations.matched_accuracy([[0.6, 0.4], [0.7, 0.3], [0, 0]]) == pytest.approx((0.7 + 0.4) / 2)  # empty label left out
+    assert ablations.matched_accuracy([]) is None and ablations.matched_accuracy([[0.0, 0.0]]) is None  # no router
 
 
 def test_table_puts_the_variants_side_by_side(ablations, tmp_path):
