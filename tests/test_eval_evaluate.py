@@ -191,3 +191,18 @@ def test_eval_generates_every_heldout_prompt_with_n_per_tier_zero(setup):
 def test_eval_refuses_a_bad_n_per_tier(setup, n):
     with pytest.raises(ValueError, match="eval.n_per_tier must be"):
         evaluate(setup.model, setup.data, device="cpu", show_progress=False, overrides=[f"eval.n_per_tier={n}"])
+
+
+@pytest.mark.parametrize("variant", ["token", "dense"])
+def test_steering_forces_the_experts_of_a_token_routed_model_and_skips_the_dense_twin(setup, tmp_path, variant):
+    from vampdiffusion.config import config_from_dict
+    cfg = config_from_dict(json.loads((setup.model / "config.json").read_text()))
+    cfg.model.style_routing, cfg.model.style_ffn = ("token", "moe") if variant == "token" else ("image", "dense")
+    model = tmp_path / "run" / "model"
+    VampDiT(cfg.model).save_pretrained(model, cfg, extra_files={"vocab.json": (setup.data / "vocab.json").read_text()})
+    st = evaluate(model, setup.data, truth=setup.truth, device="cpu", show_progress=False).results["oracle"]["style"]
+    assert st["composition"]["style_blocks"] == []       # neither has a per-image style routing report
+    if variant == "token":                               # the override forces every token's experts
+        assert sorted(map(int, st["steering"]["per_expert"])) == list(range(8)), st["steering"]
+    else:
+        assert st["steering"]["status"].startswith("skipped: the model has no style experts")

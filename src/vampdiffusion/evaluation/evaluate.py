@@ -219,7 +219,9 @@ def style_step(s: Setup, generated: dict[int, Measured], real: Measured, oracle:
         [real.styles[k] for k in real_keep], [int(s.truth[int(ds.ids[k])].get("style", -1)) for k in real_keep],
         ds.quality[real_keep])}
     result["composition"], composition_images = composition_step(s, oracle)
-    if result["composition"]["style_blocks"]:
+    # the experts, not the routing report: a token-routed model's routing needs x_t (no per-image report),
+    # but the override forces its experts on every token
+    if s.cfg.model.style_ffn == "moe":
         result["steering"], grid = steering_step(s)
     else:
         result["steering"], grid = {"status": "skipped: the model has no style experts to force"}, {}
