@@ -115,10 +115,10 @@ def test_steering_reports_the_share_read_as_the_forced_style():
 
 
 def test_composition_counts_dark_and_gothic_images():
-    routing = {"prompt": "gothic, dark, masterpiece", "quality": 3, "unknown_tags": [], "style_blocks": [1],
+    routing = {"prompt": "gothic, dark, masterpiece", "quality": 3, "unknown_tags": [], "timesteps": [999, 499], "style_blocks": [1],
                "style_top2_per_block": [[0, 7]], "style_top1_per_block": [0], "quality_blocks": [3],
                "quality_expert_per_block": [3]}
     c = composition_results(routing, [reading(0, dark=True), reading(0, dark=True), reading(7, dark=True), reading(4)],
                             [0.5, float("nan"), 0.7, 0.6], 0.55)
     assert c["read_dark"] == 0.75 and c["read_gothic"] == 0.5 and c["sharpness"] == pytest.approx(0.6)
-    assert c["style_top2_per_block"] == [[0, 7]] and c["images"] == 4
+    assert c["style_top2_per_block"] == [[0, 7]] and c["images"] == 4 and c["timesteps"] == [999, 499]
