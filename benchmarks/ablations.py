@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 from vampdiffusion.atomic import atomic_write_json
-from vampdiffusion.demo import DemoArgs, data_stages, demo_config, marker_digest, phase_inputs, run_demo, stage_done
+from vampdiffusion.demo import (DemoArgs, data_stages, demo_config, marker_digest, phase_stage_inputs, run_demo,
+                                stage_done)
 
 VARIANTS = {
     "default": [],
@@ -73,8 +74,7 @@ def link_phase1(root: Path, variant: str, a: DemoArgs, overrides: list[str]) -> 
     out, done = a.out, None if source is None else root / source / f"seed{a.seed}" / "phase1"
     if done is None or os.path.lexists(out / "phase1") or not (out / "latents" / ".done.json").is_file():
         return
-    inputs = {"config": phase_inputs(demo_config(a, overrides), 1), "phase": 1, "upstream": marker_digest(out / "latents")}
-    if stage_done(done, inputs):
+    if stage_done(done, phase_stage_inputs(demo_config(a, overrides), 1, marker_digest(out / "latents"))):
         (out / "phase1").symlink_to(os.path.relpath(done, out))
 
 

@@ -165,8 +165,8 @@ def test_small_preset_keeps_v1s_experts_in_whole_periods_of_the_block_pattern_at
 
 
 def phase1_inputs(a, overrides=(), upstream="abc"):
-    from vampdiffusion.demo import demo_config, phase_inputs
-    return {"config": phase_inputs(demo_config(a, list(overrides)), 1), "phase": 1, "upstream": upstream}
+    from vampdiffusion.demo import demo_config, phase_stage_inputs
+    return phase_stage_inputs(demo_config(a, list(overrides)), 1, upstream)
 
 
 def test_demo_resumes_only_a_phase_started_with_the_same_inputs(tmp_path):

@@ -120,6 +120,12 @@ def phase_inputs(cfg: Config, phase: int) -> dict:
     return d
 
 
+def phase_stage_inputs(cfg: Config, phase: int, upstream: str) -> dict:
+    """What a training phase's stage marker records: its settings, its number and the marker digest of what it
+    starts from (the latents for phase 1, the previous phase's folder after)."""
+    return {"config": phase_inputs(cfg, phase), "phase": phase, "upstream": upstream}
+
+
 def flat(d: dict, prefix: str = "") -> dict:
     """{"train": {"phase1": {"steps": 1}}} -> {"train.phase1.steps": 1}"""
     out = {}
@@ -178,8 +184,7 @@ def train_stages(a: DemoArgs, cfg: Config, latents: Path, timings: dict) -> list
     runs, upstream = [], marker_digest(latents)
     for phase in (1, 2, 3):
         folder, init = a.out / f"phase{phase}", runs[-1] if runs else None
-
-        inputs = {"config": phase_inputs(cfg, phase), "phase": phase, "upstream": upstream}
+        inputs = phase_stage_inputs(cfg, phase, upstream)
 
         def work(phase=phase, folder=folder, init=init, inputs=inputs) -> None:
             refuse_other_inputs(folder, inputs, [a.out / f"phase{p}" for p in range(phase, 4)])
