@@ -10,7 +10,6 @@ choices or outside its range (`RANGES`) is a `ConfigError` naming the key and wh
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import typing
 from dataclasses import dataclass, field
@@ -457,13 +456,9 @@ def save_config_yaml(cfg: Config, path: str | Path) -> None:
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
 
 
-def config_json(cfg: Any) -> str:
-    return json.dumps(config_to_dict(cfg), indent=2, sort_keys=True)
-
-
 __all__ = [
     "Config", "ConfigError", "DataConfig", "DiffusionConfig", "EvalConfig", "LatentConfig",
     "ModelConfig", "PhaseConfig", "SampleConfig", "TrainConfig", "apply_override", "config_from_dict",
-    "config_json", "config_to_dict", "load_config", "preset_names", "resolve_config_path", "save_config_yaml",
+    "config_to_dict", "load_config", "preset_names", "resolve_config_path", "save_config_yaml",
     "validate",
 ]

@@ -85,10 +85,6 @@ def full_tensor(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor().cpu() if hasattr(t, "full_tensor") else t.detach().cpu()
 
 
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 def gradient_sync(model: torch.nn.Module, sync: bool):
     """Context for one micro-step: no all-reduce on the non-final micro-steps of an accumulation."""
     if sync:

@@ -46,8 +46,6 @@ from vampdiffusion.training.signals import EXIT_PREEMPTED, StopRequest
 
 log = logging.getLogger("vampdiffusion.train")
 
-TRAINABLE = ("all", "experts")
-
 
 # ----------------------------------------------------------------------------
 # Setup
