@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 
 from vampdiffusion.cli import main
@@ -67,3 +68,14 @@ def test_the_cli_prepares_a_captioned_folder(tmp_path, capsys):
     assert rc == 0 and (tmp_path / "out" / "manifest.parquet").is_file()
     assert main(["data", "prepare", "--posts", str(tmp_path / "x.jsonl"), "--out", str(tmp_path / "o2")]) == 2
     assert "--posts and --images go together" in capsys.readouterr().err
+
+
+def test_prepare_refuses_posts_without_images_and_images_without_posts(tmp_path):
+    cfg = load_config("tiny")
+    (tmp_path / "posts.jsonl").write_text("")
+    (tmp_path / "images").mkdir()
+    mine = captioned_folder(tmp_path / "mine")
+    for posts, images in (([tmp_path / "posts.jsonl"], []), ([], [tmp_path / "images"])):
+        with pytest.raises(ValueError, match="--posts and --images go together"):
+            prepare(cfg, posts, images, tmp_path / "out", captioned=[mine], **QUIET)
+    assert not (tmp_path / "out").exists()

@@ -26,8 +26,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from vampdiffusion.data.prepare import prepare
     try:
-        if bool(args.posts) != bool(args.images):
-            raise ValueError("--posts and --images go together (posts files and their images); a captioned folder is --captioned DIR")
         prepare(config_from_args(args), args.posts, args.images, args.out, args.image_index, args.captioned)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         return fail("data prepare", e)

@@ -95,6 +95,8 @@ def worker_count(cfg: DataConfig) -> int:
 def check_inputs(cfg: DataConfig, posts: list[Path], images: list[Path], captioned: list[Path]) -> None:
     if not posts and not captioned:
         raise ValueError("nothing to prepare: give --posts FILE with --images DIR, or --captioned DIR")
+    if bool(posts) != bool(images):
+        raise ValueError("--posts and --images go together (posts files and their images); a captioned folder is --captioned DIR")
     for path in captioned:
         if not path.is_dir():
             raise FileNotFoundError(f"captioned folder {path} not found; pass --captioned DIR (<name>.<ext> + <name>.txt)")
