@@ -3,7 +3,7 @@
     python benchmarks/loader.py                      # 16x16 and 128x128 latents, 0 / 2 / 4 workers
     python benchmarks/loader.py --json PATH
 
-The rate training needs comes from the document (§5.2, §6.2): 256 samples per optimizer step
+The rate training needs comes from the research document's training plan: 256 samples per optimizer step
 (32 per GPU x 4 accumulation x 2 GPUs) and 800k phase-1 steps in 1333-1600 hours, i.e. at most
 one step every 6.0 s -> 42.7 samples/s for the job, 21.3 per rank. The loader must deliver >= 10x that.
 
@@ -32,8 +32,8 @@ from vampdiffusion.atomic import atomic_write_json
 from vampdiffusion.latents.loader import BucketBatchSampler, LatentDataset, LatentLoader
 from vampdiffusion.latents.shards import shard_file, write_shard
 
-SAMPLES_PER_STEP = 256          # document §5.2: 32 per GPU x 4 accumulation x 2 GPUs
-SECONDS_PER_STEP = 1333 * 3600 / 800_000  # document §6.2: 800k steps in >= 1333 h -> 6.0 s per step
+SAMPLES_PER_STEP = 256          # the document's plan: 32 per GPU x 4 accumulation x 2 GPUs
+SECONDS_PER_STEP = 1333 * 3600 / 800_000  # the document's plan: 800k steps in >= 1333 h -> 6.0 s per step
 NUM_RANKS = 2
 
 

@@ -228,7 +228,7 @@ def measure(trainer: T.Trainer, micro_batch: int, steps: int, warmup: int, peak_
 
 
 def memory_claim_estimate() -> dict:
-    """The research document's claim (§6.1): micro-batch 32 of v1 at 1024² fits in 24 GB per GPU.
+    """The research document's memory claim: micro-batch 32 of v1 at 1024² fits in 24 GB per GPU.
     Analytic, from the planner's memory model (an ESTIMATE until measured on a 24 GB card)."""
     from vampdiffusion.models.planner import GIB, GPUS, largest_micro_batch, memory_budget, parameter_counts
     cfg = load_config("v1").model

@@ -13,7 +13,7 @@ from vampdiffusion.data.danbooru import parse_post, read_posts
 
 
 def record(**over):
-    """A post in the current Danbooru API schema, every SPEC §1 field."""
+    """A post in the current Danbooru API schema, every field the pipeline reads."""
     r = {"id": 4321, "md5": "0123456789abcdef0123456789abcdef", "file_ext": "png", "image_width": 1024,
          "image_height": 1536, "score": 57, "up_score": 60, "down_score": -3, "fav_count": 80, "rating": "g",
          "created_at": "2021-07-04T12:00:00.000-04:00", "tag_string": "1girl artist_x original solo highres",

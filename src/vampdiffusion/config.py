@@ -1,7 +1,7 @@
 """Typed configuration: dataclasses with defaults, YAML presets, `--set a.b=v` overrides.
 
-Every number of SPEC.md is a default here, never a literal inside a function. Presets ship inside the
-package (`vampdiffusion/configs/`): `v1` spells out every SPEC default, `tiny` shrinks the sizes for a CPU,
+Every number of the model's specification (the docs/ pages) is a default here, never a literal inside a function. Presets ship inside the
+package (`vampdiffusion/configs/`): `v1` spells out every V1 default, `tiny` shrinks the sizes for a CPU,
 `small` (d 384, depth 12) for the 256-px demo on one GPU.
 A config is checked once, when it is built: an unknown key, a wrong type, a value outside its `Literal`
 choices or outside its range (`RANGES`) is a `ConfigError` naming the key and what it accepts.
@@ -69,7 +69,7 @@ class ModelConfig:
 @dataclass
 class DiffusionConfig:
     num_timesteps: int = 1000         # T
-    beta_schedule: BetaSchedule = "linear"  # β_t of SPEC §4
+    beta_schedule: BetaSchedule = "linear"  # β_t of docs/diffusion.md
     beta_start: float = 0.00085       # first beta of linear / scaled_linear
     beta_end: float = 0.012           # last beta of linear / scaled_linear (before zero-SNR rescale)
     zero_terminal_snr: bool = True    # Lin et al. 2023 Algorithm 1

@@ -1,4 +1,4 @@
-"""`vamp eval --model DIR --data DIR --out DIR [--truth FILE]`: SPEC §6 on the held-out split, eval.json + report."""
+"""`vamp eval --model DIR --data DIR --out DIR [--truth FILE]`: the evaluation (docs/evaluation.md) on the held-out split, eval.json + report."""
 
 from __future__ import annotations
 

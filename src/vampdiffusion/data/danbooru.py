@@ -1,4 +1,4 @@
-"""Danbooru post records -> `Post`: the fields SPEC §1 reads, coerced from whatever a dump holds.
+"""Danbooru post records -> `Post`: the fields the pipeline reads (docs/data.md), coerced from whatever a dump holds.
 
 Bad input never stops a run: every record that cannot be used is counted under its reason and skipped.
 Both rating schemes are read: current g/s/q/e (general, sensitive, questionable, explicit) and the
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-# the SPEC §1 fields read from a record (all others are ignored)
+# the fields read from a record (docs/data.md) (all others are ignored)
 POST_FIELDS = ("id", "md5", "file_ext", "image_width", "image_height", "score", "up_score", "down_score",
                "fav_count", "rating", "created_at", "tag_string", "tag_string_general", "tag_string_character",
                "tag_string_copyright", "tag_string_artist", "tag_string_meta", "is_deleted", "is_banned",

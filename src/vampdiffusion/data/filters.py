@@ -1,4 +1,4 @@
-"""The five filter stages of SPEC §1 and the stage table.
+"""The five filter stages (docs/data.md) and the stage table.
 
 Each stage is a function of columns returning a keep mask, callable on its own:
   1 resolution      keep_resolution(width, height, min_side, min_pixels)
@@ -78,7 +78,7 @@ def laion_aesthetic_scores(paths: list[str], weights: str, clip_model: str, clip
 
 
 # ----------------------------------------------------------------------------
-# The stage table (research document §4.2 layout)
+# The stage table
 # ----------------------------------------------------------------------------
 
 @dataclass
@@ -122,7 +122,7 @@ class StageTable:
 
 
 def format_counts(title: str, rows: list[tuple[str, int]], total: int | None = None) -> str:
-    """A small `name  count  %` table (the research document's §4.3 / §4.4 layout)."""
+    """A small `name  count  %` table (the tier and style tables)."""
     total = total if total is not None else sum(c for _, c in rows)
     lines = [f"{title:<26} {'count':>10} {'%':>7}", "-" * 46]
     for name, c in rows:

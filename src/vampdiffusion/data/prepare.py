@@ -1,4 +1,4 @@
-"""SPEC §1 end to end: posts + images -> manifest.parquet, as a short composition of its steps.
+"""The data pipeline (docs/data.md) end to end: posts + images -> manifest.parquet, as a short composition of its steps.
 
   ingest     stream the posts file into columns (bad records counted by reason and skipped)   ingest.py
   images     locate and decode every post's image once, check its size, pHash it (cached)     images.py, image_scan.py
@@ -313,7 +313,7 @@ def log_summary(report: dict, f: Filtered, cfg: DataConfig, log) -> None:
 
 def prepare(cfg: Config, posts: str | Path | list, images: str | Path | list, out: str | Path,
             image_index: str | Path | None = None, captioned: list | tuple = (), log=print) -> dict:
-    """Run SPEC §1 end to end with cfg.data (and cfg.model.max_tags) on posts files with their image folders (tar
+    """Run the data pipeline (docs/data.md) end to end with cfg.data (and cfg.model.max_tags) on posts files with their image folders (tar
     indexes in `image_index` when they are not beside the tars) and captioned folders (each its own posts and
     images); write the outputs to `out`, return the report."""
     from vampdiffusion.data.captioned import CaptionedFolder

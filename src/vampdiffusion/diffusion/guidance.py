@@ -1,10 +1,10 @@
-"""Classifier-free guidance (SPEC §3, §4) with guidance rescale φ (Lin et al. 2023 §3.4).
+"""Classifier-free guidance (docs/model.md, docs/diffusion.md) with guidance rescale φ (Lin et al. 2023 §3.4).
 
 The unconditional input is the empty tag sequence [BOS][EOS], or the tags of a negative prompt
 (`negative_tag_ids`), so guidance pushes away from them; the quality tier (and a forced style
 expert or style mix) is kept, unless `negative_quality` names a tier for the unconditional branch —
 the quality counterpart of a "worst quality" negative prompt: guidance then also pushes away from
-that tier (the model saw every tier with empty tags in training, SPEC §3). Unconditional and conditional
+that tier (the model saw every tier with empty tags in training, docs/model.md). Unconditional and conditional
 passes run as one batch of 2B; a VampDiT encodes the two tag sequences once per sampling run.
 """
 

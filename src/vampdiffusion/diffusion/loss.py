@@ -1,6 +1,6 @@
-"""Training loss (SPEC §4): L = L_v + λ_S L_bal^S + λ_Q L_bal^Q + λ_spec (L_spec^S + L_spec^Q).
+"""Training loss (docs/diffusion.md): L = L_v + λ_S L_bal^S + λ_Q L_bal^Q + λ_spec (L_spec^S + L_spec^Q).
 
-Also the classifier-free-guidance tag dropout (SPEC §3): with probability cfg_dropout an image's
+Also the classifier-free-guidance tag dropout (docs/model.md): with probability cfg_dropout an image's
 tags become the empty sequence [BOS][EOS]; its quality tier is kept. It lives here and only here.
 Randomness (t, ε, dropout) is drawn on the CPU from `generator`, so a run's noise does not depend
 on the device.

@@ -1,4 +1,4 @@
-"""Samplers (SPEC §4): DDIM (η = 0), Euler, DPM-Solver++(2M), all with `trailing` spacing.
+"""Samplers (docs/diffusion.md): DDIM (η = 0), Euler, DPM-Solver++(2M), all with `trailing` spacing.
 
 A sampler integrates the probability-flow ODE from x_T ~ N(0, I) at t = T−1 down to a clean
 sample, calling `predict_v(x_t (B,…), t (B,) long) -> v (B,…)` once per step (`steps` calls).

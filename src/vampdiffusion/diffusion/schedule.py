@@ -1,4 +1,4 @@
-"""Noise schedule (SPEC §4): β schedules, zero terminal SNR, ᾱ / α / σ / SNR tables, q_sample, v <-> x0, ε.
+"""Noise schedule (docs/diffusion.md): β schedules, zero terminal SNR, ᾱ / α / σ / SNR tables, q_sample, v <-> x0, ε.
 
 Timesteps are indices t ∈ {0, …, T−1}; t = T−1 is the terminal step. With zero terminal SNR
 ᾱ[T−1] = 0 exactly, so α = 0, σ = 1 there and every formula below stays finite: x0 = −v, ε = x_t.

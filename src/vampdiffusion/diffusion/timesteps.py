@@ -1,4 +1,4 @@
-"""Training timestep samplers (SPEC §4): uniform, lognormal (Karras/EDM), logit_normal.
+"""Training timestep samplers (docs/diffusion.md): uniform, lognormal (Karras/EDM), logit_normal.
 
 Each returns a (n,) long tensor of indices in 0..T−1, drawn with an optional torch.Generator.
 """

@@ -1,4 +1,4 @@
-"""CLIP score (SPEC §6): 100 · cos(image embedding, text embedding), each image's score clamped at 0, mean.
+"""CLIP score (docs/evaluation.md): 100 · cos(image embedding, text embedding), each image's score clamped at 0, mean.
 
 Runs only with open_clip installed (`pip install open_clip_torch`), a model name in eval.clip_model
 and a local weights file in eval.clip_weights. Any of those missing → a loud "skipped: …" string,

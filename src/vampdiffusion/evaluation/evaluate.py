@@ -1,4 +1,4 @@
-"""SPEC §6 on the held-out split: `evaluate(model_dir, data_dir, truth=...)` -> an `Evaluation`.
+"""The evaluation (docs/evaluation.md) on the held-out split: `evaluate(model_dir, data_dir, truth=...)` -> an `Evaluation`.
 
 1. Routing: the routers on every held-out batch (timesteps drawn uniformly); style / quality routing
    frequencies, entropy, routing accuracy against the labels, collapse alerts, heatmaps.
@@ -286,7 +286,7 @@ def training_logs(model_dir: str | Path, logs: list[str | Path] | tuple) -> tupl
 def evaluate(model_dir: str | Path, data_dir: str | Path, truth: str | Path | None = None,
              logs: list[str | Path] | tuple = (), overrides: list[str] | tuple = (), eval_config=None,
              vae_path: str | None = None, device: str | None = None, show_progress: bool = True) -> Evaluation:
-    """Run SPEC §6 for a model folder on a latent dataset's held-out split (see the module docstring)."""
+    """Run the evaluation (docs/evaluation.md) for a model folder on a latent dataset's held-out split (see the module docstring)."""
     from vampdiffusion.data.labels import QUALITY_NAMES, style_names
     from vampdiffusion.evaluation.routing import heldout_routing
     t0 = time.time()

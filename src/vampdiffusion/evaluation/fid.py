@@ -1,4 +1,4 @@
-"""Fréchet distance between two Gaussians fitted to Inception features (SPEC §6).
+"""Fréchet distance between two Gaussians fitted to Inception features (docs/evaluation.md).
 
     d² = ‖μ₁ − μ₂‖² + Tr(Σ₁) + Tr(Σ₂) − 2 Tr((Σ₁ Σ₂)^½)
 

@@ -1,4 +1,4 @@
-"""Expert metrics on held-out images (SPEC §6): what the style and quality routers decide.
+"""Expert metrics on held-out images (docs/evaluation.md): what the style and quality routers decide.
 
 From the routing recorded in `MoEAux` over held-out batches (statistics from models/moe.py, the ones the
 training logs too):

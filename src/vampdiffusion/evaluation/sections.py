@@ -217,7 +217,7 @@ def curves_section(ev: Evaluation) -> R.Section:
     if keys:
         body += R.line_chart(R.loss_series(ev.logs, keys), "loss terms", "value", log_y=True)
     norms = sorted({k for rows in ev.logs.values() for r in rows for k in r if k.startswith("grad_norm/")})
-    if norms:  # SPEC §6: router vs backbone gradient norms
+    if norms:  # router vs backbone gradient norms (docs/evaluation.md)
         body += R.line_chart(R.loss_series(ev.logs, norms), "gradient norms", "‖g‖", log_y=True)
     ent = sorted({k for rows in ev.logs.values() for r in rows for k in r if "entropy" in k})
     if ent:
@@ -244,10 +244,10 @@ def data_section(prepared: Path) -> R.Section:
     stages, tiers, styles = (_read_json(prepared / f) for f in ("stages.json", "tiers.json", "styles.json"))
     body = (R.table(["stage", "in", "out", "removed", "% removed", "note"],
                     [(s["stage"], s["in"], s["out"], s["removed"], s["pct_removed"], s.get("note", "")) for s in stages],
-                    "Filter stages (research document §4.2 layout)")
+                    "Filter stages")
             + R.table(["quality tier", "score tags", "count", "%"],
                       [(f"QE-{t['tier']} ({t['name']})", t["score_tags"], t["count"], t["pct"]) for t in tiers],
-                      "Quality tiers (§4.3)")
+                      "Quality tiers")
             + R.table(["style", "id", "count", "% of labeled"],
                       [(s["name"], s["style"], s["count"], s["pct_of_labeled"]) for s in styles], "Style labels (§4.4)"))
     return R.Section("Data pipeline", body, "data")

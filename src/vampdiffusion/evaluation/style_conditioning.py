@@ -25,7 +25,7 @@ import numpy as np
 
 from vampdiffusion.evaluation.style_oracle import NUM_STYLES, READABLE_STYLES, StyleReading
 
-COMPOSITION_PROMPT = "gothic, dark, masterpiece"  # the research document's composition check (§5.4)
+COMPOSITION_PROMPT = "gothic, dark, masterpiece"  # the research document's composition check
 COMPOSITION_TIER = 3
 COMPOSITION_SEEDS = 16        # images of the composition prompt (seeds 0..15)
 STEERING_PROMPTS_PER_STYLE = 2  # steering prompts of each style label (x 8 styles x 8 experts images)

@@ -1,4 +1,4 @@
-"""Aspect-ratio buckets (SPEC §2): ≈ equal pixel area, sides multiples of `bucket_step`, or one square.
+"""Aspect-ratio buckets (docs/latents.md): ≈ equal pixel area, sides multiples of `bucket_step`, or one square.
 
 A bucket is (width, height) in pixels. Each image goes to the bucket nearest its aspect ratio
 (in log space, so 2:1 and 1:2 are equally far from 1:1), is resized keeping its aspect ratio

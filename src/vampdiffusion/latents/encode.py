@@ -1,4 +1,4 @@
-"""Manifest -> latent shards (SPEC §2): `encode(manifest, out, cfg)`, or `vamp data encode --manifest M --out DIR`.
+"""Manifest -> latent shards (docs/latents.md): `encode(manifest, out, cfg)`, or `vamp data encode --manifest M --out DIR`.
 
 The plan is a pure function of the manifest and the config: every row goes to its aspect bucket,
 the rows of each bucket (in manifest order) are cut into shards of `shard_size`, shards are numbered

@@ -192,7 +192,7 @@ def zscore(x: np.ndarray) -> np.ndarray:
 
 
 def curation_scores(aesthetic: np.ndarray, score_tag: np.ndarray) -> np.ndarray:
-    # c = z(aesthetic) + z(score_tag)   (SPEC §5, phase 3; NaN aesthetic counts as z = 0)
+    # c = z(aesthetic) + z(score_tag)   (docs/training.md, phase 3; NaN aesthetic counts as z = 0)
     return zscore(np.asarray(aesthetic, np.float64)) + zscore(np.asarray(score_tag, np.float64))
 
 

@@ -1,4 +1,4 @@
-"""Frozen VAE backends (SPEC §2): images in [-1, 1] -> latents already multiplied by the scaling factor.
+"""Frozen VAE backends (docs/latents.md): images in [-1, 1] -> latents already multiplied by the scaling factor.
 
 Two backends share one interface (`VAE.encode`, `VAE.decode`, `.scaling_factor`, `.name`):
 

@@ -1,4 +1,4 @@
-"""VampDiT: the VampDiffusion-V1 diffusion transformer of SPEC §3.
+"""VampDiT: the VampDiffusion-V1 diffusion transformer (docs/model.md).
 
 x (B, 4, h, w), t (B,), tag_ids (B, L), quality (B,)  ->  v (B, 4, h, w), MoEAux.
 

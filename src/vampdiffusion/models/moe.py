@@ -1,4 +1,4 @@
-"""Style MoE (top-2) and quality MoE (top-1, straight-through) of SPEC §3, their losses and MoEAux.
+"""Style MoE (top-2) and quality MoE (top-1, straight-through) (docs/model.md), their losses and MoEAux.
 
 Routing is per image: one decision for all tokens of an image, so every expert sees whole images.
 An image-slot is one (image, chosen expert) pair; a batch has B·k slots.

@@ -36,7 +36,7 @@ GPUS = {
     "h200": GPU("H200 SXM 141GB", 989.4, 141.0, "NVIDIA H200 datasheet: same compute as H100 SXM"),
 }
 CUDA_OVERHEAD_GIB = 1.5     # CUDA context + allocator fragmentation, an assumption (measure on the GPU)
-DOC_HOURS = {1: (1333, 1600), 2: (333, 400), 3: (250, 300)}  # research document §6.2
+DOC_HOURS = {1: (1333, 1600), 2: (333, 400), 3: (250, 300)}  # the research document's phase hours
 DOC_TOTAL_HOURS = (1916, 2300)
 
 
@@ -70,7 +70,7 @@ def parameter_groups(model) -> dict[str, int]:
 
 
 def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
-    """Component counts plus total, active per image, and the SPEC §3 size-check view."""
+    """Component counts plus total, active per image, and the size-check view of docs/model.md."""
     from vampdiffusion.models.dit import block_kind
     model = build_meta_model(cfg)
     groups = parameter_groups(model)
@@ -85,7 +85,7 @@ def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
         **groups,
         "total": total,
         "active per image": total - inactive,
-        # SPEC's size check counts the backbone as a plain DiT (a dense FFN in every block) and the
+        # the size check (docs/model.md) counts the backbone as a plain DiT (a dense FFN in every block) and the
         # experts as what they add on top of it
         "spec: DiT backbone (dense FFN everywhere)": groups["backbone"] + groups["embeddings"] + (n_s + n_q) * ffn,
         "spec: style experts (+)": groups["style experts"] - n_s * ffn,
@@ -191,7 +191,7 @@ def attention_workspace_bytes(cfg: ModelConfig, latent_hw: tuple[int, int], micr
     return float(micro_batch * 4 * cfg.num_heads * N * (1 if checkpointing else cfg.depth))
 
 
-# component -> the research document's §6.1 figure (GB), in the document's order
+# component -> the research document's memory figure (GB), in the document's order
 DOC_MEMORY_GB = {"model weights": 1.75, "optimizer states": 3.5, "gradients": 1.75, "activations": 8.0,
                  "attention workspace": 2.0, "latent batch": 0.5, "EMA copy": 1.75, "CUDA context + overhead": 4.0}
 
@@ -321,7 +321,7 @@ def format_plan(r: dict) -> str:
     rows = [(k, f"{mem[k] / GIB:,.2f} GiB", f"{fsdp[k] / GIB:,.2f} GiB", f"~{DOC_MEMORY_GB[k]} GB") for k in DOC_MEMORY_GB]
     rows.append(("total", f"{r['memory_total_bytes'] / GIB:,.2f} GiB", f"{r['fsdp_memory_total_bytes'] / GIB:,.2f} GiB",
                  f"~{sum(DOC_MEMORY_GB.values()):.2f} GB"))
-    out.append(_table(rows, ("component", "DDP replica", f"FSDP2 over {r['gpus']}, EMA on CPU", "document §6.1")))
+    out.append(_table(rows, ("component", "DDP replica", f"FSDP2 over {r['gpus']}, EMA on CPU", "document")))
     for name, total, largest in (("DDP", r["memory_total_bytes"], r["largest_micro_batch"]),
                                  ("FSDP2", r["fsdp_memory_total_bytes"], r["fsdp_largest_micro_batch"])):
         fits = total <= gpu["memory_gib"] * GIB

@@ -1,4 +1,4 @@
-"""Danbooru tag encoder (SPEC §3): embeddings + learned positions, pre-LN transformer, attention pooling.
+"""Danbooru tag encoder (docs/model.md): embeddings + learned positions, pre-LN transformer, attention pooling.
 
 tag_ids (B, L) with [PAD]=0 [BOS]=2 [EOS]=3  ->  h (B, L, d_enc), mask (B, L), e_tag (B, d).
 Padding is masked everywhere, so appending [PAD] tokens changes neither h at real tokens nor e_tag.

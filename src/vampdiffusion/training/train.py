@@ -1,4 +1,4 @@
-"""The training loop of SPEC §5: phase 1, 2 or 3 on one process or many (torchrun).
+"""The training loop (docs/training.md): phase 1, 2 or 3 on one process or many (torchrun).
 
     train(cfg, phase=1, data_dir=LATENTS, run_dir=RUN)                      # the Python API
     vamp train --config v1 --phase 2 --data LATENTS --out runs/p2 --init-from runs/p1 --resume
@@ -158,7 +158,7 @@ def autocast_context(cfg: Config, device: torch.device):
 
 
 def parameter_groups(model: torch.nn.Module) -> dict[str, list[torch.nn.Parameter]]:
-    """router / experts / backbone (everything else) for the gradient-norm report (document §8)."""
+    """router / experts / backbone (everything else) for the gradient-norm report (docs/evaluation.md)."""
     groups: dict[str, list[torch.nn.Parameter]] = {"router": [], "experts": [], "backbone": []}
     for name, p in model.named_parameters():
         key = "router" if ".router." in name else "experts" if is_expert_or_router(name) else "backbone"
