@@ -18,7 +18,7 @@ one JSON per part, a summary table at the end.
 
 Before a part starts, the suite checks that the budget left covers the part's budget; if not, the part is
 skipped and the reason printed. A part that runs past its budget is stopped (what it wrote so far stays).
-Budgets guard the lease; they never size the work: every part does the fixed work written below.
+Budgets guard the GPU session's time limit; they never size the work: every part does the fixed work written below.
 Writes OUT_DIR/gpu_suite_<part>.json per part and OUT_DIR/gpu_suite.json (the summary).
 """
 
@@ -466,7 +466,7 @@ def headline(part: str, d: dict) -> list[str]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out-dir", default="out/gpu_suite", help="the JSON files (on the device machine: $OUT)")
+    ap.add_argument("--out-dir", default="out/gpu_suite", help="folder for the JSON files, grids and log")
     ap.add_argument("--work-dir", default="out/gpu_suite_work", help="datasets and the demo's folder (on disk; "
                     "a rerun reuses the demo's finished stages)")
     ap.add_argument("--vae-path", default="", help="TAESD-XL weights for the demo (default $VAMP_TAESDXL)")
