@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 
 # ----------------------------------------------------------------------------
-# Expert FFNs: stacked weights and the three runners
+# Expert FFNs: stacked weights and the four runners
 # ----------------------------------------------------------------------------
 
 class ExpertFFNs(nn.Module):
