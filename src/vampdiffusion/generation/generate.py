@@ -39,8 +39,8 @@ from vampdiffusion.diffusion.guidance import guided_predictor
 from vampdiffusion.diffusion.samplers import SAMPLER_NAMES, SAMPLERS, sample
 from vampdiffusion.generation.infotext import PARAMETERS_KEY, build_infotext, infotext_params
 from vampdiffusion.generation.prompts import (DEFAULT_QUALITY, StyleMix, check_style, mix_weights, number_text,
-                                              parse_style, quality_words_of, resolve_sampler, sampler_choices,
-                                              split_quality, style_text)
+                                              parse_style, prompt_tag_ids, quality_words_of, resolve_sampler,
+                                              sampler_choices, split_quality, style_text)
 from vampdiffusion.diffusion.schedule import NoiseSchedule
 from vampdiffusion.latents.vae import VAE_FACTOR
 from vampdiffusion.models.dit import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME
@@ -278,11 +278,8 @@ def load_model_vae(cfg: Config, vae_path: str | None, device: torch.device, conf
 # ----------------------------------------------------------------------------
 
 def tokenize(gen: LoadedModel, prompt: str) -> tuple[list[int], list[str]]:
-    """Prompt -> padded ids ([BOS] tags by frequency [EOS] [PAD]…) and the unknown tags (-> one [UNK]).
-    Quality words are not tags (they set the tier): they are left out."""
-    tags, _ = split_quality(prompt)
-    ids = gen.vocab.encode(tags, gen.cfg.model.max_tags)
-    return gen.vocab.pad(ids, gen.cfg.model.max_tags), gen.vocab.unknown(tags)
+    """prompts.prompt_tag_ids with the model's vocabulary and max_tags."""
+    return prompt_tag_ids(gen.vocab, prompt, gen.cfg.model.max_tags)
 
 
 def initial_noise(seeds: list[int], shape: tuple[int, int, int]) -> torch.Tensor:

@@ -34,8 +34,8 @@ from diffusers.utils.torch_utils import randn_tensor
 from vampdiffusion.config import Config, ModelConfig
 from vampdiffusion.data.vocab import VOCAB_NAME, TagVocab
 from vampdiffusion.diffusion.guidance import guided_predictor
-from vampdiffusion.generation.prompts import (DEFAULT_QUALITY, check_style, parse_style, resolve_sampler,
-                                              split_quality)
+from vampdiffusion.generation.prompts import (DEFAULT_QUALITY, check_style, parse_style, prompt_tag_ids,
+                                              resolve_sampler, split_quality)
 from vampdiffusion.latents.vae import VAE_FACTOR
 from vampdiffusion.models.dit import VampDiT
 
@@ -92,11 +92,10 @@ class VampTagTokenizer(SchedulerMixin):
         self.vocab, self.max_tags = vocab, max_tags
 
     def __call__(self, prompt: str) -> list[int]:
-        tags, _ = split_quality(prompt)
-        return self.vocab.pad(self.vocab.encode(tags, self.max_tags), self.max_tags)
+        return prompt_tag_ids(self.vocab, prompt, self.max_tags)[0]
 
     def unknown(self, prompt: str) -> list[str]:
-        return self.vocab.unknown(split_quality(prompt)[0])
+        return prompt_tag_ids(self.vocab, prompt, self.max_tags)[1]
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
         d = Path(save_directory)
@@ -168,10 +167,9 @@ class VampDiffusionPipeline(DiffusionPipeline):
 
     def _conditioning(self, prompts: list[str], negatives: list[str], quality, negative_quality, style, device):
         """Tag ids, negative tag ids (None when every negative is empty), tiers and the style override."""
-        from vampdiffusion.generation.generate import style_tensor
+        from vampdiffusion.generation.generate import resolve_tier, style_tensor
         cfg = self.transformer.dit.cfg
-        word = [split_quality(p)[1] for p in prompts]
-        tiers = [quality if quality is not None else (DEFAULT_QUALITY if t is None else t) for t in word]
+        tiers = [resolve_tier(quality, p, False, DEFAULT_QUALITY) for p in prompts]
         neg_words = [t for t in (split_quality(n, lowest=True)[1] for n in negatives) if t is not None]
         neg_tier = negative_quality if negative_quality is not None else (
             min(neg_words) if neg_words else self.config.default_negative_quality)

@@ -39,6 +39,13 @@ def split_quality(prompt: str, lowest: bool = False) -> tuple[list[str], int | N
     return kept, (min(tiers) if lowest else max(tiers))
 
 
+def prompt_tag_ids(vocab, prompt: str, max_tags: int) -> tuple[list[int], list[str]]:
+    """Prompt -> padded ids ([BOS] tags by frequency [EOS] [PAD]…) for a TagVocab, and the unknown tags (each
+    one [UNK]). Quality words are not tags (they set the tier): they are left out."""
+    tags, _ = split_quality(prompt)
+    return vocab.pad(vocab.encode(tags, max_tags), max_tags), vocab.unknown(tags)
+
+
 def quality_words_of(prompt: str) -> list[str]:
     return [t for t in parse_prompt(prompt) if t in QUALITY_WORDS]
 
