@@ -10,7 +10,7 @@ from vampdiffusion.cli import main
 from vampdiffusion.config import ConfigError, config_from_dict
 from vampdiffusion.data.vocab import TagVocab
 from vampdiffusion.generation import generate as G
-from vampdiffusion.generation.prompts import SamplePrompt, parse_sample_prompt
+from vampdiffusion.generation.prompts import SamplePrompt, parse_sample_prompt, read_sample_prompts
 from vampdiffusion.latents.vae import load_vae
 from vampdiffusion.models.dit import VampDiT
 from vampdiffusion.training.samples import SampleGrid
@@ -29,6 +29,16 @@ def test_a_line_reads_every_option():
 def test_a_bad_line_names_file_line_and_option(line, message):
     with pytest.raises(ValueError, match=message):
         parse_sample_prompt(line, "f.txt:4: ")
+
+
+def test_a_prompt_file_skips_bom_blanks_and_comments_and_names_a_non_utf8_byte(tmp_path):
+    path = tmp_path / "prompts.txt"
+    path.write_bytes(b"\xef\xbb\xbf1girl --d 3\n\n# a comment\r\n  solo, red_hair --s 5  \n")
+    read = read_sample_prompts(path)
+    assert [(x.prompt, x.seed, x.steps) for x in read] == [("1girl", 3, None), ("solo, red_hair", None, 5)]
+    path.write_bytes(b"1girl\nsolo, caf\xe9\n")
+    with pytest.raises(ValueError, match=r"prompts.txt:2: byte 0xe9 at column 10 is not UTF-8; save the sample prompt"):
+        read_sample_prompts(path)
 
 
 def test_the_config_field_is_a_path_string():

@@ -39,8 +39,8 @@ from vampdiffusion.diffusion.guidance import guided_predictor
 from vampdiffusion.diffusion.samplers import SAMPLER_NAMES, SAMPLERS, sample
 from vampdiffusion.generation.infotext import PARAMETERS_KEY, build_infotext, infotext_params
 from vampdiffusion.generation.prompts import (DEFAULT_QUALITY, StyleMix, check_style, mix_weights, number_text,
-                                              parse_style, prompt_tag_ids, quality_words_of, resolve_sampler,
-                                              sampler_choices, split_quality, style_text)
+                                              parse_style, prompt_file_lines, prompt_tag_ids, quality_words_of,
+                                              resolve_sampler, sampler_choices, split_quality, style_text)
 from vampdiffusion.diffusion.schedule import NoiseSchedule
 from vampdiffusion.latents.vae import VAE_FACTOR
 from vampdiffusion.models.dit import CONFIG_NAME, VOCAB_NAME, WEIGHTS_NAME
@@ -487,14 +487,7 @@ def read_prompts(path: str | Path) -> list[str]:
     if not p.is_file():
         raise FileNotFoundError(f"prompt file {p} not found")
     prompts = []
-    for number, raw in enumerate(p.read_bytes().splitlines(), 1):
-        try:
-            line = raw.decode("utf-8").removeprefix("\ufeff").strip()   # a BOM is how some editors mark UTF-8
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{p}:{number}: byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8; "
-                             f"save the prompt file as UTF-8") from None
-        if not line or line.startswith("#"):
-            continue
+    for number, line in prompt_file_lines(p, "prompt file"):
         if (problem := prompt_problem(line)) is not None:
             raise ValueError(f"{p}:{number}: the prompt {problem}")
         prompts.append(line)

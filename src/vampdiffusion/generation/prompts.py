@@ -187,24 +187,35 @@ def parse_sample_prompt(line: str, where: str = "") -> SamplePrompt:
     return out
 
 
+def prompt_file_lines(p: Path, what: str) -> list[tuple[int, str]]:
+    """(line number, stripped line) of a UTF-8 text file (a leading BOM, how some editors mark UTF-8, is
+    dropped); blank lines and # comments skipped; a byte that is not UTF-8 is an error naming its line and
+    column."""
+    lines = []
+    for number, raw in enumerate(p.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8").removeprefix("\ufeff").strip()
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p}:{number}: byte 0x{raw[e.start]:02x} at column {e.start + 1} is not UTF-8; "
+                             f"save the {what} as UTF-8") from None
+        if line and not line.startswith("#"):
+            lines.append((number, line))
+    return lines
+
+
 def read_sample_prompts(path) -> list[SamplePrompt]:
     """A sample prompt file: one image per line; blank lines and # comments skipped; UTF-8."""
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"sample prompt file {p} not found (train.sample_prompts_file); "
                                 f"set it to a text file or to \"\" to use train.sample_prompts")
-    try:
-        lines = p.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{p}: byte {e.start} is not UTF-8; save the sample prompt file as UTF-8") from None
-    prompts = [parse_sample_prompt(line.strip(), f"{p}:{i}: ") for i, line in enumerate(lines, 1)
-               if line.strip() and not line.strip().startswith("#")]
+    prompts = [parse_sample_prompt(line, f"{p}:{i}: ") for i, line in prompt_file_lines(p, "sample prompt file")]
     if not prompts:
         raise ValueError(f"sample prompt file {p} holds no prompt (one per line: prompt --n negative --w W --h H ...)")
     return prompts
 
 
 __all__ = ["DEFAULT_QUALITY", "QUALITY_WORDS", "SAMPLER_NAMES", "SamplePrompt", "StyleMix", "check_style",
-           "mix_weights", "normalize_tag", "number_text", "parse_sample_prompt", "parse_style",
-           "quality_words_of", "read_sample_prompts", "resolve_sampler", "sampler_choices", "split_quality",
+           "mix_weights", "normalize_tag", "number_text", "parse_sample_prompt", "parse_style", "prompt_file_lines",
+           "prompt_tag_ids", "quality_words_of", "read_sample_prompts", "resolve_sampler", "sampler_choices", "split_quality",
            "style_text"]
