@@ -12,6 +12,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
+# mkstemp creates 0600 files; a finished file gets the mode a plain open() would give (0666 less the umask),
+# so a dataset or model on shared storage is readable by the group as usual. The umask is read once, here,
+# before any thread could create a file while it is briefly changed.
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+FILE_MODE = 0o666 & ~_UMASK
+
 
 def _fsync_dir(path: Path) -> None:
     try:
@@ -36,6 +43,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     try:
         write(tmp_path)
         with open(tmp_path, "rb+") as f:
+            os.fchmod(f.fileno(), FILE_MODE)
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
     except BaseException:
