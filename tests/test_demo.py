@@ -204,3 +204,12 @@ def test_demo_refuses_a_phase_of_other_data_or_one_it_did_not_start(tmp_path):
     ckpt.save_checkpoint(tmp_path / "other", 250, {"step": 250}, keep_last=2)   # e.g. a `vamp train` run
     with pytest.raises(ValueError, match="did not start"):
         refuse_other_inputs(tmp_path / "other", phase1_inputs(a), [tmp_path / "other"])
+
+
+def test_demo_refuses_a_missing_vae_before_any_stage_runs(tmp_path):
+    from vampdiffusion.cli import main
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--vae-path", str(tmp_path / "nonexistent")]) == 2
+    assert not out.exists()                                  # no stage ran, nothing written
+    assert main(["demo", "--out", str(out), "--set", "model.depht=3"]) == 2
+    assert not out.exists()

@@ -278,7 +278,7 @@ def test_cli_vae_flag_sets_backend_path_scaling_factor_and_torchrun_rank(monkeyp
 
 def test_cli_missing_manifest_exits_non_zero_naming_it(tmp_path, capsys):
     from vampdiffusion.cli import main
-    assert main(["data", "encode", "--manifest", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 1
+    assert main(["data", "encode", "--manifest", str(tmp_path / "nope"), "--out", str(tmp_path / "out")]) == 2
     assert f"manifest {tmp_path / 'nope'} not found" in capsys.readouterr().err
 
 

@@ -266,9 +266,11 @@ def run_demo(a: DemoArgs, overrides: list[str] | tuple[str, ...] = ()) -> DemoRe
     from vampdiffusion.evaluation import sections as S
     from vampdiffusion.evaluation.evaluate import write_outputs
     torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
-    a.out.mkdir(parents=True, exist_ok=True)
+    from vampdiffusion.latents.vae import load_vae
     cfg = demo_config(a, overrides)
     device = demo_device(a)
+    load_vae(cfg.latents)   # a wrong --vae-path is refused before the first stage, not at the third
+    a.out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     latents = data_stages(a, cfg, timings, device)
     runs = train_stages(a, cfg, latents, timings)

@@ -40,7 +40,9 @@ def main(args: argparse.Namespace) -> int:
         a = DemoArgs(out=Path(args.out), n=args.n, size=size, seed=args.seed, vae_path=args.vae_path,
                      config=args.config, device=args.device)
         result = run_demo(a, args.overrides)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
+    except (FileNotFoundError, ValueError) as e:   # the arguments, the config or the data said no
+        return fail("demo", e)
+    except RuntimeError as e:                      # a stage's work failed
         return fail("demo", e, 1)
     from vampdiffusion.evaluation.evaluate import Evaluation
     print(summary_text(Evaluation(result.results)))

@@ -32,8 +32,10 @@ def main(args: argparse.Namespace) -> int:
     device = args.device or (f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
     try:
         summary = encode(args.manifest, args.out, cfg, torch.device(device), rank, world_size)
-    except (FileNotFoundError, ValueError, NonFiniteLatentError) as e:
+    except NonFiniteLatentError as e:          # the VAE failed on this data: the work, not the input
         return fail("data encode", e, 1)
+    except (FileNotFoundError, ValueError) as e:
+        return fail("data encode", e)
     if rank == 0:
         reasons = ", ".join(f"{k} {v}" for k, v in summary["skipped_by_reason"].items()) or "none"
         print(f"encoded {summary['encoded']} images into {summary['shards']} shard(s) in {args.out}; "
