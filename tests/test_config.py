@@ -40,3 +40,17 @@ def test_config_round_trips_through_yaml(tmp_path):
     cfg = load_config("tiny", ["model.depth=12"])
     save_config_yaml(cfg, tmp_path / "c.yaml")
     assert config_to_dict(load_config(tmp_path / "c.yaml")) == config_to_dict(cfg)
+
+
+def test_a_config_file_that_is_not_yaml_or_not_utf8_is_one_line_naming_the_place(tmp_path, capsys):
+    from vampdiffusion.cli import main
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  depth: [\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml is not valid YAML \(line 3, column 1: expected the node"):
+        load_config(broken)
+    assert main(["plan", "--config", str(broken)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "broken.yaml is not valid YAML" in err and "Traceback" not in err
+    broken.write_bytes(b"model:\n  depth: \xff\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: byte 16 is not UTF-8"):
+        load_config(broken)

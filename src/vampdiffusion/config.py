@@ -434,12 +434,25 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config {name_or_path} not found: give a YAML file or a preset name ({', '.join(preset_names())})")
 
 
+def read_yaml(path: Path, what: str = "config") -> Any:
+    """A YAML file's value; a file that is not UTF-8 or not YAML is a ConfigError naming the place."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {path}: byte {e.start} is not UTF-8; save the file as UTF-8") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{what} {path} is not valid YAML ({where}{problem}); fix the file") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Read a preset or YAML file (defaults when path is None), apply `--set` overrides, validate."""
     values: dict = {}
     if path is not None:
         p = resolve_config_path(path)
-        values = yaml.safe_load(p.read_text()) or {}
+        values = read_yaml(p) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"{p}: top level must be a mapping of sections, got {type(values).__name__}")
     try:
@@ -459,6 +472,6 @@ def save_config_yaml(cfg: Config, path: str | Path) -> None:
 __all__ = [
     "Config", "ConfigError", "DataConfig", "DiffusionConfig", "EvalConfig", "LatentConfig",
     "ModelConfig", "PhaseConfig", "SampleConfig", "TrainConfig", "apply_override", "config_from_dict",
-    "config_to_dict", "load_config", "preset_names", "resolve_config_path", "save_config_yaml",
+    "config_to_dict", "load_config", "preset_names", "read_yaml", "resolve_config_path", "save_config_yaml",
     "validate",
 ]
