@@ -63,3 +63,7 @@ def test_load_rejects_a_file_that_is_not_a_vocabulary(tmp_path):
     (tmp_path / "vocab.json").write_text('{"tags": ["a"]}')
     with pytest.raises(ValueError, match="not a vampdiffusion-tag-vocab-1 file"):
         TagVocab.load(tmp_path / "vocab.json")
+
+    (tmp_path / "vocab.json").write_text('{"tags": ["a"')
+    with pytest.raises(ValueError, match=r"vocab.json is not a vampdiffusion-tag-vocab-1 file \(not JSON: .*vamp data prepare"):
+        TagVocab.load(tmp_path / "vocab.json")

@@ -236,6 +236,11 @@ def test_resuming_with_a_different_config_is_an_error(encoded, tmp_path):
     shutil.copytree(reference, out)
     with pytest.raises(ValueError, match="shard_size"):
         encode(manifest, out, latent_cfg(cfg.vae_path, shard_size=3))
+    before = {f.name: f.read_bytes() for f in (out / "shards").iterdir()}
+    (out / "plan.json").write_text("{garbage")
+    with pytest.raises(ValueError, match=r"plan.json is damaged .* use a new --out folder, or delete"):
+        encode(manifest, out, latent_cfg(cfg.vae_path))
+    assert {f.name: f.read_bytes() for f in (out / "shards").iterdir()} == before   # nothing written over
 
 
 class NaNVAE:

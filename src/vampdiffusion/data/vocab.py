@@ -70,7 +70,11 @@ class TagVocab:
             p = p / VOCAB_NAME
         if not p.is_file():
             raise FileNotFoundError(f"tag vocabulary {p} not found; `vamp data prepare` writes vocab.json")
-        d = json.loads(p.read_text())
+        try:
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{p} is not a {VOCAB_FORMAT} file (not JSON: {e}); write it again with "
+                             f"`vamp data prepare`, or copy the model's vocab.json back") from None
         if not isinstance(d, dict) or d.get("format") != VOCAB_FORMAT or tuple(d.get("special", ())) != SPECIAL_TOKENS:
             raise ValueError(f"{p} is not a {VOCAB_FORMAT} file (special tokens must be {list(SPECIAL_TOKENS)})")
         return cls(d["tags"], d.get("counts"), int(d.get("min_count", 1)))

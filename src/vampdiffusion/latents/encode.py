@@ -163,7 +163,13 @@ def plan_fingerprint(cfg: LatentConfig, manifest_path: Path, plan: list[ShardPla
 def check_plan(out: Path, fingerprint: dict) -> None:
     path = out / "plan.json"
     if path.is_file():
-        old = json.loads(path.read_text())
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            old = None
+        if not isinstance(old, dict):
+            raise ValueError(f"{path} is damaged (not the JSON the encoder writes), so it cannot say which manifest "
+                             f"and config {out} holds; use a new --out folder, or delete {out} to re-encode")
         diff = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
         if diff:
             raise ValueError(f"{out} holds latents of a different manifest or config (differs in {diff}); "
