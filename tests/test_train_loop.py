@@ -104,6 +104,24 @@ def test_init_from_another_architecture_lists_the_keys(phase1_run, data, tmp_pat
     assert "missing in the checkpoint" in str(e.value) and "blocks.5." in str(e.value)
 
 
+@pytest.mark.parametrize("damage, message", [
+    ("junk.pt", r"junk.pt is not a readable training checkpoint \(.*pass the previous phase's run folder"),
+    ("wrong.pt", r"wrong.pt lacks required key\(s\) model: not a training checkpoint"),
+    ("model_live.safetensors", r"model_live.safetensors is not a complete safetensors file"),
+])
+def test_init_from_damaged_weights_is_one_clear_error(phase1_run, data, tmp_path, damage, message):
+    bad = tmp_path / "bad" / damage
+    bad.parent.mkdir()
+    if damage == "junk.pt":
+        bad.write_bytes(b"junk\n")
+    elif damage == "wrong.pt":
+        torch.save({"a": 1}, bad)
+    else:
+        bad.write_bytes((phase1_run / "model" / damage).read_bytes()[:1000])
+    with pytest.raises(ValueError, match=message):
+        T.train(tiny_config(), 2, data, tmp_path / "x", init_from=str(bad))
+
+
 def test_sigterm_checkpoints_and_resume_finishes(data, tmp_path, monkeypatch):
     real = T.training_loss
     calls = {"n": 0}

@@ -418,7 +418,7 @@ class VampDiT(nn.Module):
         model_cfg = config_from_dict({"model": values["model"]}).model
         with torch.device("meta"):  # no random init of weights that are about to be replaced
             model = cls(model_cfg)
-        state = _read_weights(weights_path)
+        state = read_weights(weights_path)
         _check_state(state, model.state_dict(), weights_path, cfg_path)
         model.load_state_dict(state, strict=True, assign=True)
         return model.to(device)
@@ -427,7 +427,7 @@ class VampDiT(nn.Module):
 _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # torch.save zip archive, legacy pickle
 
 
-def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """A safetensors file on the CPU (moved to the device after the checks, so a device problem is not
     reported as a bad file)."""
     from safetensors.torch import load_file

@@ -198,12 +198,21 @@ def init_weights_path(init_from: str | Path) -> Path:
 
 def load_init_weights(model: torch.nn.Module, init_from: str | Path) -> Path:
     """Load the weights init_weights_path finds into `model` (architecture checked); returns their file."""
+    from vampdiffusion.models.dit import read_weights
     path = init_weights_path(init_from)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-        state = load_file(str(path))
+        state = read_weights(path)
     else:
-        state = load_checkpoint(path)["model"]
+        try:
+            loaded = load_checkpoint(path)
+        except Exception as e:  # a damaged or foreign pickle raises many kinds of errors
+            raise ValueError(f"--init-from {path} is not a readable training checkpoint ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}); pass the previous phase's run folder "
+                             f"or its model/ folder") from None
+        if (reason := missing_keys(loaded, ("model",))) is not None:
+            raise ValueError(f"--init-from {path} {reason}: not a training checkpoint; pass the previous phase's "
+                             f"run folder or its model/ folder")
+        state = loaded["model"]
     check_architecture(model.state_dict(), state, str(path))
     model.load_state_dict(state)
     return path
