@@ -206,3 +206,18 @@ def test_steering_forces_the_experts_of_a_token_routed_model_and_skips_the_dense
         assert sorted(map(int, st["steering"]["per_expert"])) == list(range(8)), st["steering"]
     else:
         assert st["steering"]["status"].startswith("skipped: the model has no style experts")
+
+
+def test_eval_refuses_a_damaged_heldout_shard_before_measuring(setup, tmp_path, capsys):
+    import shutil
+    from vampdiffusion.cli import main
+    data = tmp_path / "latents"
+    shutil.copytree(setup.data, data)
+    shard = next((data / "shards").glob("*.npy"))
+    blob = bytearray(shard.read_bytes())
+    blob[-4:] = b"\x00\x7c\x00\x7c"                       # the last latent values: the file's size is unchanged
+    shard.write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match=r"latents is damaged: .*checksum|latents is damaged: .*sha256"):
+        evaluate(setup.model, data, device="cpu", show_progress=False)
+    assert main(["eval", "--model", str(setup.model), "--data", str(data), "--out", str(tmp_path / "out")]) == 2
+    assert "vamp data verify" in capsys.readouterr().err and not (tmp_path / "out" / "eval.json").exists()

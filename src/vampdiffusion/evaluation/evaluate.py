@@ -72,6 +72,16 @@ class Setup:
 # The steps
 # ----------------------------------------------------------------------------
 
+def check_heldout_shards(data_dir: Path, ds) -> None:
+    """The shards holding the held-out rows match their sha256 (shards.json) before anything is measured on
+    them; a damaged one is a ValueError naming it and the fix."""
+    from vampdiffusion.latents.shards import damaged_message, verify_shards
+    used = set(ds.shard.tolist())
+    problems, _ = verify_shards(data_dir, [r for shard, r in ds.records.items() if shard in used])
+    if problems:
+        raise ValueError(damaged_message(data_dir, problems))
+
+
 def open_evaluation(model_dir: str | Path, data_dir: str | Path, truth: str | Path | None, overrides, eval_config,
                     vae_path: str | None, device: str | None) -> Setup:
     """Load the model, its held-out split, the truth and the measures; draw the prompts and their seeds."""
@@ -94,6 +104,7 @@ def open_evaluation(model_dir: str | Path, data_dir: str | Path, truth: str | Pa
     ec = validate(cfg).eval
     truth_map, truth_bad = read_truth(truth) if truth is not None else ({}, 0)
     ds = LatentDataset(data_dir, split="eval", max_tags=cfg.model.max_tags)
+    check_heldout_shards(Path(data_dir), ds)
     if ec.n_per_tier == 0 and len(ds) < 2:
         raise ValueError(f"eval.n_per_tier=0 asks for every held-out row, but {data_dir} has {len(ds)}; FID needs "
                          f">= 2: encode with a larger data.eval_fraction or set eval.n_per_tier >= 2")

@@ -287,6 +287,13 @@ def _shard_rows_problems(s: int, n: int, ids: np.ndarray, rows: np.ndarray) -> l
     return problems
 
 
+def damaged_message(data_dir: Path, problems: list[str]) -> str:
+    """The one line that refuses a damaged latent dataset: its first problem, how many more, and the fix."""
+    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+    return (f"latent dataset {data_dir} is damaged: {problems[0]}{more}; list every problem with "
+            f"`vamp data verify {data_dir}`, then {REENCODE}")
+
+
 def verify_dataset(root: str | Path) -> list[str]:
     """Every problem of a finished latent dataset, one line each (an empty list: it is whole): shards.json and
     its checksum, every shard's file, shape and sha256, index.parquet against the records. Never raises on a
@@ -300,6 +307,6 @@ def verify_dataset(root: str | Path) -> list[str]:
         return problems + index_problems(root, records, num_rows)
     return problems + read_index_rows(root)[3]  # no usable record: the index can only be checked for readability
 
-__all__ = ["LATENT_DTYPE", "REENCODE", "SHARDS_JSON", "SHARDS_SIDECAR", "SHARD_DIR", "file_key", "index_problems",
-           "load_shards_json", "open_shard", "read_record", "read_shards_json", "record_file", "shard_file",
+__all__ = ["LATENT_DTYPE", "REENCODE", "SHARDS_JSON", "SHARDS_SIDECAR", "SHARD_DIR", "damaged_message", "file_key",
+           "index_problems", "load_shards_json", "open_shard", "read_record", "read_shards_json", "record_file", "shard_file",
            "shard_problem", "verify_dataset", "verify_shards", "write_shard", "write_shards_json"]

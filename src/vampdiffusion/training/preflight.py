@@ -20,7 +20,8 @@ import torch
 
 from vampdiffusion.atomic import atomic_write_json
 from vampdiffusion.config import Config, PhaseConfig
-from vampdiffusion.latents.shards import REENCODE, index_problems, load_shards_json, read_shards_json, verify_shards
+from vampdiffusion.latents.shards import (damaged_message, index_problems, load_shards_json, read_shards_json,
+                                         verify_shards)
 from vampdiffusion.training import distributed as D
 
 log = logging.getLogger("vampdiffusion.train")
@@ -54,12 +55,6 @@ def write_cache(path: Path, old: dict[str, dict], verified: dict[str, dict]) -> 
         atomic_write_json(path, {"shards": verified})
     except OSError as e:  # only costs a re-hash next time
         log.warning("could not record the verified shards in %s (%s); the next start hashes them again", path, e)
-
-
-def damaged_message(data_dir: Path, problems: list[str]) -> str:
-    more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
-    return (f"latent dataset {data_dir} is damaged: {problems[0]}{more}; list every problem with "
-            f"`vamp data verify {data_dir}`, then {REENCODE}")
 
 
 def verify_data(data_dir: Path, run_dir: Path, info: D.DistInfo) -> None:
