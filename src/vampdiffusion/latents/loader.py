@@ -67,7 +67,9 @@ class LatentDataset(torch.utils.data.Dataset):
         if split is not None:
             table = table.filter(pc.equal(table["split"], split))
             if table.num_rows == 0:
-                raise ValueError(f"{index_path} has no rows with split == {split!r}")
+                fix = (" (prepare with data.eval_fraction > 0 and encode again; the evaluation reads the held-out "
+                       "split)") if split == "eval" else ""
+                raise ValueError(f"{index_path} has no rows with split == {split!r}{fix}")
         self.records = {r["shard"]: r for r in read_shards_json(self.root)}
         self.ids = table["id"].to_numpy()                                          # (N,)
         self.shard = table["shard"].to_numpy().astype(np.int64)                    # (N,)
