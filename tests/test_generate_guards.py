@@ -148,6 +148,19 @@ def test_damaged_or_pickled_weights_name_the_file_and_the_fix(model_dir, tmp_pat
     assert not list((tmp_path / "out").glob("*.png"))
 
 
+def test_weights_holding_nan_are_refused_naming_a_tensor(model_dir, tmp_path, capsys):
+    from safetensors.torch import load_file, save_file
+    d = copy_model(model_dir, tmp_path)
+    state = load_file(str(d / "model.safetensors"))
+    name = sorted(k for k, v in state.items() if v.is_floating_point())[0]
+    state[name] = torch.full_like(state[name], float("nan"))
+    save_file(state, str(d / "model.safetensors"))
+    assert generate_cli(d, tmp_path / "out", "--tags", "1girl", "--device", "cpu") == 2
+    err = one_error_line(capsys)
+    assert f"holds NaN or inf in 1 tensor(s), e.g. {name}" in err and "earlier checkpoint" in err
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
 def test_vocab_of_another_size_than_the_model_is_refused(model_dir, tmp_path, capsys):
     d = copy_model(model_dir, tmp_path)
     TagVocab(TAGS[:3], [10, 9, 8]).save(d / "vocab.json")             # 7 tokens, the model was built for 8

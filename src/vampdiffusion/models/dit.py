@@ -454,3 +454,8 @@ def _check_state(state: dict, expected: dict, weights_path: Path, cfg_path: Path
         raise ValueError(f"{weights_path} does not match the model of {cfg_path}: {len(wrong)} tensor(s) have other "
                          f"shapes, e.g. {k} is {list(state[k].shape)}, the config builds {list(expected[k].shape)}; "
                          f"keep the config.json that was saved with these weights")
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise ValueError(f"{weights_path} holds NaN or inf in {len(bad)} tensor(s), e.g. {bad[0]}: these weights "
+                         f"cannot draw an image; use an earlier checkpoint of the run (RUN/checkpoints) or the EMA "
+                         f"weights, and check the run's loss for a divergence")
