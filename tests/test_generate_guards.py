@@ -224,3 +224,10 @@ def test_untrained_size_warns_once_per_request_naming_the_trained_sizes(model_di
     warnings = [r.getMessage() for r in caplog.records if "not a size the model was trained on" in r.getMessage()]
     assert warnings == [("size 32x32 is not a size the model was trained on (latents.buckets=aspect: 64x64); "
                          "expect worse images, or use one of those")]
+
+
+def test_prompt_file_that_is_a_folder_or_missing_says_which(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"prompt file .* is a folder; pass --prompts FILE"):
+        G.read_prompts(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"prompt file .*nope.txt not found; pass --prompts FILE"):
+        G.read_prompts(tmp_path / "nope.txt")

@@ -485,7 +485,8 @@ def read_prompts(path: str | Path) -> list[str]:
     """A prompt file: one prompt (comma-separated tags) per line; blank lines and # comments skipped."""
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"prompt file {p} not found")
+        raise FileNotFoundError(f"prompt file {p} {'is a folder' if p.is_dir() else 'not found'}; pass --prompts FILE "
+                                f"(one comma-separated tag list per line)")
     prompts = []
     for number, line in prompt_file_lines(p, "prompt file"):
         if (problem := prompt_problem(line)) is not None:
