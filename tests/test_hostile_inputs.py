@@ -439,21 +439,21 @@ def test_every_image_below_min_side_exits_2_naming_the_setting(clean, too_small)
     assert not (out / "manifest.parquet").exists()
 
 
-def test_encode_of_a_prepare_that_kept_nothing_exits_1(too_small, tmp_path):
+def test_encode_of_a_prepare_that_kept_nothing_exits_2(too_small, tmp_path):
     _, prepared = too_small
     proc = vamp("data", "encode", "--manifest", str(prepared), "--out", str(tmp_path / "latents"))
     line = one_error_line(proc, "data encode")
-    assert proc.returncode == 1
+    assert proc.returncode == 2
     assert f"{prepared} holds no manifest.parquet: `vamp data prepare` kept no post there" in line
     assert "loosen that stage's setting and prepare again" in line
     assert not (tmp_path / "latents" / "index.parquet").exists()
 
 
-def test_encode_of_a_manifest_without_rows_exits_1(hostile, tmp_path):
+def test_encode_of_a_manifest_without_rows_exits_2(hostile, tmp_path):
     (tmp_path / "prepared").mkdir()
     empty = pq.read_table(hostile.out / "manifest.parquet").slice(0, 0)
     pq.write_table(empty, tmp_path / "prepared" / "manifest.parquet")
     proc = vamp("data", "encode", "--manifest", str(tmp_path / "prepared"), "--out", str(tmp_path / "latents"))
     line = one_error_line(proc, "data encode")
-    assert proc.returncode == 1 and "has no rows: `vamp data prepare` kept no post" in line
+    assert proc.returncode == 2 and "has no rows: `vamp data prepare` kept no post" in line
     assert not (tmp_path / "latents" / "index.parquet").exists()

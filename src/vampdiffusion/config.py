@@ -434,17 +434,17 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
     raise ConfigError(f"config {name_or_path} not found: give a YAML file or a preset name ({', '.join(preset_names())})")
 
 
-def read_yaml(path: Path, what: str = "config") -> Any:
-    """A YAML file's value; a file that is not UTF-8 or not YAML is a ConfigError naming the place."""
+def read_yaml(path: Path, what: str = "config", fix: str = "fix the file") -> Any:
+    """A YAML file's value; a file that is not UTF-8 or not YAML is a ConfigError naming the place and `fix`."""
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{what} {path}: byte {e.start} is not UTF-8; save the file as UTF-8") from None
+        raise ConfigError(f"{what} {path}: byte {e.start} is not UTF-8; save the file as UTF-8, or {fix}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{what} {path} is not valid YAML ({where}{problem}); fix the file") from None
+        raise ConfigError(f"{what} {path} is not valid YAML ({where}{problem}); {fix}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:

@@ -8,8 +8,11 @@ Layouts (`open_source(root)`):
                hold the same id, the later one in path order wins (updates/ sorts after original/ and recent/).
 Tar indexes (deepghs/hfutils format, one JSON per tar named like it: {"filesize", "hash", "hash_lfs",
 "files": {member: {"offset", "size", "sha256"}}}) beside the tar, or in an index folder that mirrors the tars'
-relative paths, replace walking the tar's headers; an index whose filesize is not the tar's is not used
-(counted, headers walked instead). Without an index the headers are walked once and cached.
+relative paths, replace walking the tar's headers; an index that does not parse (a member's sha256 that is not
+64 hex digits included) or whose filesize is not the tar's is not used (unusable_tar_index, headers walked
+instead). Without an index the headers are walked once and cached; a tar whose headers end in damage (or that
+is no tar) keeps the members before it and is counted (unreadable_tar). Both are named in a warning and in
+`SourceProblems.files`.
 
 An image is addressed by an `ImageRef` (file; tar member name, data offset, size and the index's sha256) —
 fields, never a separator inside a path. Tar members are only ever read by offset, never extracted; a path
@@ -25,8 +28,10 @@ import hashlib
 import io
 import json
 import os
+import re
 import stat
 import tarfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +39,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 
 
 class ImageError(Exception):
@@ -71,6 +77,25 @@ def member_id(name: str) -> int | None:
     return int(stem) if stem.isascii() and stem.isdigit() and ext.lower() in IMAGE_EXTS else None
 
 
+class SourceProblems(dict):
+    """Problems of an image source that are no post's: reason -> count, and `files`: reason -> the files."""
+
+    warn_limit = 5            # warning lines per reason; the rest are counted and listed in `files`
+
+    def __init__(self):
+        super().__init__()
+        self.files: dict[str, list[str]] = {}
+
+    def add(self, reason: str, path: Path, message: str) -> None:
+        """Count the problem under its reason, name its file, and say it (a line naming the file) as a warning."""
+        self[reason] = self.get(reason, 0) + 1
+        self.files.setdefault(reason, []).append(str(path))
+        if self[reason] <= self.warn_limit:
+            warnings.warn(message)
+        elif self[reason] == self.warn_limit + 1:
+            warnings.warn(f"more {reason} problems: counted, and their files listed in report.json (image_sources)")
+
+
 # ----------------------------------------------------------------------------
 # Tar members: from an index file, or from the headers (cached)
 # ----------------------------------------------------------------------------
@@ -83,6 +108,7 @@ class TarMembers:
     sizes: list[int]
     sha256: list[str]
     source: str               # "index" | "headers"
+    error: str = ""           # headers: why the walk stopped before the tar's end ("" when it did not)
 
     def compact(self) -> "PackedMembers":
         """The same members in numpy arrays: ~50 bytes a member instead of ~400 as Python objects."""
@@ -114,18 +140,28 @@ def read_index(path: Path, tar_size: int) -> TarMembers:
     """A deepghs/hfutils tar index; ValueError when it is not one, or belongs to a tar of another size."""
     try:
         d = json.loads(path.read_text())
-        files = d["files"]
-        if int(d["filesize"]) != tar_size:
-            raise ValueError(f"{path} describes a tar of {d['filesize']} bytes, the tar has {tar_size}")
-        rows = [(str(n), int(f["offset"]), int(f["size"]), str(f.get("sha256", ""))) for n, f in files.items()]
-    except (OSError, KeyError, TypeError, AttributeError, json.JSONDecodeError) as e:
+        size = int(d["filesize"])
+        rows = [(str(n), int(f["offset"]), int(f["size"]), _digest(f.get("sha256", ""))) for n, f in d["files"].items()]
+    except (OSError, KeyError, TypeError, AttributeError, ValueError) as e:  # ValueError: JSON, int(), a digest
         raise ValueError(f"{path} is not a tar index ({type(e).__name__}: {e})") from None
+    if size != tar_size:
+        raise ValueError(f"{path} describes a tar of {size} bytes, the tar has {tar_size}")
     names, offsets, sizes, digests = (list(c) for c in zip(*rows)) if rows else ([], [], [], [])
     return TarMembers(names, offsets, sizes, digests, "index")
 
 
+def _digest(value) -> str:
+    """An index member's sha256: 64 hex digits, or "" for none; ValueError for anything else."""
+    if value in ("", None):
+        return ""
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise ValueError(f"sha256 {str(value)[:80]!r} is not 64 hexadecimal digits")
+    return value.lower()
+
+
 def walk_headers(tar: Path) -> TarMembers:
-    """Every regular member's data offset and size; a broken shard keeps the members before the damage."""
+    """Every regular member's data offset and size; a broken shard keeps the members before the damage, and
+    `error` says what stopped the walk."""
     m = TarMembers([], [], [], [], "headers")
     try:
         with tarfile.open(tar, "r:") as tf:
@@ -135,8 +171,8 @@ def walk_headers(tar: Path) -> TarMembers:
                     m.offsets.append(info.offset_data)
                     m.sizes.append(info.size)
                     m.sha256.append("")
-    except (tarfile.TarError, OSError):
-        pass
+    except (tarfile.TarError, OSError) as e:
+        m.error = f"{type(e).__name__}: {e}"
     return m
 
 
@@ -155,27 +191,32 @@ def _cached_headers(tar: Path, cache: Path | None, st: os.stat_result) -> TarMem
         d = json.loads(cache.read_text())
         if d["filesize"] != st.st_size or d["mtime_ns"] != st.st_mtime_ns:
             return None
-        return TarMembers(d["names"], d["offsets"], d["sizes"], [""] * len(d["names"]), "headers")
+        return TarMembers(d["names"], d["offsets"], d["sizes"], [""] * len(d["names"]), "headers", str(d.get("error", "")))
     except (OSError, KeyError, TypeError, json.JSONDecodeError):
         return None
 
 
-def tar_members(tar: Path, index: Path | None, cache_dir: Path | None, problems: dict[str, int]) -> TarMembers:
-    """The members of `tar`: from its index when one is there and fits, else its headers (walked once, cached)."""
+def tar_members(tar: Path, index: Path | None, cache_dir: Path | None, problems: SourceProblems) -> TarMembers:
+    """The members of `tar`: from its index when one is there and fits, else its headers (walked once, cached).
+    An unusable index (unusable_tar_index) and a tar whose headers end in damage (unreadable_tar) are counted
+    in `problems`, each named in a warning."""
     from vampdiffusion.atomic import atomic_write_json
     st = os.stat(tar)
     if index is not None and is_regular_file(index):
         try:
             return read_index(index, st.st_size)
-        except ValueError:
-            problems["unusable_tar_index"] = problems.get("unusable_tar_index", 0) + 1
+        except ValueError as e:
+            problems.add("unusable_tar_index", index, f"{e}; the index is not used, the headers of {tar} are walked")
     cache = _header_cache(tar, cache_dir)
     found = _cached_headers(tar, cache, st)
     if found is None:
         found = walk_headers(tar)
         if cache is not None:
             atomic_write_json(cache, {"filesize": st.st_size, "mtime_ns": st.st_mtime_ns, "names": found.names,
-                                      "offsets": found.offsets, "sizes": found.sizes})
+                                      "offsets": found.offsets, "sizes": found.sizes, "error": found.error})
+    if found.error:
+        problems.add("unreadable_tar", tar, f"{tar}: unreadable tar data after {len(found.names):,} members "
+                     f"({found.error}); images past it count as missing_image: replace the shard")
     return found
 
 
@@ -191,7 +232,7 @@ class FolderImages:
     def __init__(self, root: str | Path):
         root = Path(root).resolve()
         self.root = root / "original" if (root / "original").is_dir() else root
-        self.problems: dict[str, int] = {}
+        self.problems = SourceProblems()
 
     def locate(self, post_id: int, ext: str) -> ImageRef | None:
         folder = self.root / f"{post_id % 1000:04d}"
@@ -210,7 +251,7 @@ class TarImages:
     def __init__(self, root: str | Path, index_dir: str | Path | None = None, cache_dir: str | Path | None = None):
         self.root = Path(root).resolve()
         self.shards = sorted(p for p in self.root.rglob("*.tar") if is_regular_file(p))
-        self.problems: dict[str, int] = {}
+        self.problems = SourceProblems()
         self.members: list[PackedMembers] = []
         ids, where = [], []                                             # per shard: numpy, never Python ints
         for s, tar in enumerate(self.shards):
@@ -269,6 +310,15 @@ class ImageSources:
         for s in self.sources:
             for k, v in s.problems.items():
                 out[k] = out.get(k, 0) + v
+        return out
+
+    @property
+    def problem_files(self) -> dict[str, list[str]]:
+        """reason -> the files of every source that the problem names."""
+        out: dict[str, list[str]] = {}
+        for s in self.sources:
+            for k, files in getattr(s.problems, "files", {}).items():
+                out.setdefault(k, []).extend(files)
         return out
 
     def locate(self, post_id: int, ext: str) -> ImageRef | None:
@@ -388,6 +438,6 @@ def load_image(ref: ImageRef | str | Path) -> Image.Image:
     return decode(read_bytes(ref if isinstance(ref, ImageRef) else ImageRef(str(ref))))
 
 
-__all__ = ["FolderImages", "IMAGE_EXTS", "ImageError", "ImageRef", "ImageSources", "LAYOUTS", "TarImages", "TarMembers", "decode",
+__all__ = ["FolderImages", "IMAGE_EXTS", "ImageError", "ImageRef", "ImageSources", "LAYOUTS", "SourceProblems", "TarImages", "TarMembers", "decode",
            "is_regular_file", "load_image", "member_id", "open_image", "open_source", "open_sources", "read_bytes", "read_index",
            "tar_members", "to_8bit", "to_rgb", "walk_headers"]

@@ -10,6 +10,8 @@ from typing import Iterable
 import numpy as np
 import yaml
 
+from vampdiffusion.config import read_yaml
+
 QUALITY_NAMES = ("Draft", "Standard", "High", "Ultra")  # tiers 0..3
 
 
@@ -73,10 +75,10 @@ def load_style_clusters(path: str | Path = "") -> list[StyleCluster]:
         p = Path(path)
         if not p.is_file():
             raise FileNotFoundError(f"style cluster file {p} not found (data.style_clusters); '' uses the packaged one")
-        text = p.read_text()
+        d = read_yaml(p, "style cluster file", "fix the file (data.style_clusters; clusters: [{id: 0, name: ..., "
+                      "tags: [...]}, ...]), or set data.style_clusters to '' for the packaged one") or {}
     else:
-        text = resources.files("vampdiffusion.data").joinpath("style_clusters.yaml").read_text()
-    d = yaml.safe_load(text) or {}
+        d = yaml.safe_load(resources.files("vampdiffusion.data").joinpath("style_clusters.yaml").read_text()) or {}
     items = d.get("clusters") if isinstance(d, dict) else None
     if not isinstance(items, list) or not items:
         raise ValueError(f"{path or 'style_clusters.yaml'}: expected 'clusters:' with a list of {{id, name, tags}}")

@@ -504,10 +504,32 @@ def parquet_columns(names: list[str]) -> tuple[list[str], dict[str, str]]:
     return columns, aliases
 
 
+class MissingColumns(ValueError):
+    """A parquet posts file whose schema cannot give a single post; the message names the columns and the fix."""
+
+
+def missing_columns(columns: list[str], aliases: dict[str, str]) -> list[str]:
+    """The fields every record needs (id, created_at, a score) that none of the columns to read supplies."""
+    fields = {aliases.get(c, c) for c in columns}
+    need = ["id", "created_at"] + ([] if "score" in fields or {"up_score", "down_score"} <= fields else ["score"])
+    return [f for f in need if f not in fields]
+
+
+def check_parquet_columns(path: Path, names: list[str], columns: list[str], aliases: dict[str, str]) -> None:
+    """MissingColumns naming the missing columns when the schema cannot give a single post."""
+    missing = missing_columns(columns, aliases)
+    if missing:
+        shown = ", ".join(names[:12]) + (f", … ({len(names)} in all)" if len(names) > 12 else "")
+        raise MissingColumns(f"posts file {path} lacks the column(s) {', '.join(missing)} (its columns: "
+                             f"{shown or 'none'}); --posts must be Danbooru posts with at least id, created_at and "
+                             f"score (or up_score and down_score), by their API names or the aliases in docs/data.md")
+
+
 def _iter_parquet(path: Path, bad: Counter, notes: list[str]) -> Iterator[Any]:
     import pyarrow.parquet as pq
     pf = pq.ParquetFile(path)
     columns, aliases = parquet_columns(pf.schema_arrow.names)
+    check_parquet_columns(path, pf.schema_arrow.names, columns, aliases)
     if aliases:
         notes.append(f"{path.name}: columns read as " + ", ".join(f"{a} -> {f}" for a, f in aliases.items()))
     for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns):
@@ -538,12 +560,14 @@ def iter_records(path: str | Path, bad: Counter, notes: list[str] | None = None)
         magic = f.read(16)
     if magic.startswith(SQLITE_MAGIC):
         notes.append(f"{path.name}: the metadata database's SQLite tables (ratings 0-3, tag types 0-4)")
-        yield from iter_db_records(path, bad)
+        yield from iter_db_records(path, bad, notes)
         return
     magic = magic[:4]
     if magic == PARQUET_MAGIC:
         try:
             yield from _iter_parquet(path, bad, notes)
+        except MissingColumns:  # not damage: a file of something else
+            raise
         except Exception as e:  # pyarrow's many error types: a damaged file ends the read, counted
             bad["corrupt_posts_file"] += 1
             warnings.warn(f"{path}: unreadable parquet data ({e}); records before it were read")

@@ -5,7 +5,8 @@
   score_tag  per-year deciles of the raw score over all usable posts                           labels.py
   stages     1 resolution, 2 score, 3 aesthetic, 4 tag density, 5 near-duplicates             filters.py, dedup.py
   labels     quality tier, style label; tag vocabulary; train / eval split                    labels.py, vocab.py
-  outputs    manifest.parquet, vocab.json, stages.json, tiers.json, styles.json, report.json
+  outputs    manifest.parquet, vocab.json, stages.json, tiers.json, styles.json, report.json (a run that keeps
+             nothing where an earlier prepare's manifest is writes its tables as <name>.failed.json)
 
 A step that leaves nothing (no post parsed, no image decoded, no row through the stages) raises `EmptyResult`,
 naming the likely cause and the fix; a stage that removes every row says so in the stage table too.
@@ -30,6 +31,8 @@ from vampdiffusion.data.ingest import PostColumns, ingest_posts
 from vampdiffusion.data.vocab import VOCAB_NAME, TagVocab
 
 
+TABLES = ("stages", "tiers", "styles", "report")       # <name>.json, or <name>.failed.json (output_files)
+FAILED_REPORT = "report.failed.json"
 # the settings that decide each stage, for the message when one removes everything
 STAGE_SETTINGS = {"1 resolution": "data.min_side and data.min_pixels", "2 score": "data.min_score_tag",
                   "3 aesthetic": "data.min_aesthetic", "4 tag density": "data.min_general_tags",
@@ -61,8 +64,8 @@ def check_posts(cols: PostColumns, n_records: int, bad: Counter, posts) -> None:
     if len(cols) == 0:
         reasons = ", ".join(f"{k} {v:,}" for k, v in bad.most_common(3)) or "the file holds no record"
         raise EmptyResult(f"no post could be parsed from {names(posts)} ({n_records:,} records; {reasons}): --posts "
-                          f"must be Danbooru posts as JSON lines, a JSON array or parquet (optionally .gz / .zst) with "
-                          f"at least id, created_at and score (or up_score/down_score)")
+                          f"must be Danbooru posts as JSON lines, a JSON array or parquet (optionally .gz / .zst), or the "
+                          f"metadata database's SQLite, with at least id, created_at and score (or up_score/down_score)")
 
 
 def check_images(img: ImageColumns, bad: Counter, images, source) -> None:
@@ -73,14 +76,17 @@ def check_images(img: ImageColumns, bad: Counter, images, source) -> None:
                           f"are: {'; '.join(LAYOUTS)}")
 
 
-def check_kept(f: Filtered, log) -> None:
+def check_kept(f: Filtered, log, files: dict[str, Path]) -> None:
     if f.kept.size:
         return
     emptied = next((r for r in f.table.rows if r.n_in and not r.n_out), None)
     where = (f"stage {emptied.stage} removed all {emptied.n_in:,} rows; loosen {STAGE_SETTINGS[emptied.stage]}"
              if emptied is not None and emptied.stage in STAGE_SETTINGS else "no row reached the stages")
     log(f"ERROR: no post survived the filters: {where}")
-    raise EmptyResult(f"no post survived the filters: {where} (the stage table is in stages.json)")
+    kept = ("; the earlier prepare's manifest.parquet, vocab.json and report.json there are left as they were"
+            if files["report"].name == FAILED_REPORT else "")
+    raise EmptyResult(f"no post survived the filters: {where} (the stage table is in {files['stages'].name}, the "
+                      f"report in {files['report']}{kept})")
 
 
 def as_paths(p: str | Path | list) -> list[Path]:
@@ -110,6 +116,7 @@ def check_inputs(cfg: DataConfig, posts: list[Path], images: list[Path], caption
     if cfg.aesthetic_weights and not Path(cfg.aesthetic_weights).is_file():
         raise FileNotFoundError(f"data.aesthetic_weights file {cfg.aesthetic_weights} not found "
                                 "(sac+logos+ava1-l14-linearMSE.pth; set it to '' to use the aesthetic column or skip)")
+    labels.load_style_clusters(cfg.style_clusters)  # a missing or malformed data.style_clusters file, before any image
 
 
 # ----------------------------------------------------------------------------
@@ -259,6 +266,26 @@ def style_table(style: np.ndarray, clusters: list[labels.StyleCluster]) -> list[
                for c in clusters])
 
 
+def output_files(out: Path, failed: bool) -> dict[str, Path]:
+    """Where the tables and the report go: <name>.json, except for a run that kept nothing in a folder holding an
+    earlier prepare's manifest, which writes <name>.failed.json beside that prepare's files and leaves them whole."""
+    suffix = ".failed.json" if failed and (out / "manifest.parquet").exists() else ".json"
+    return {name: out / f"{name}{suffix}" for name in TABLES}
+
+
+def write_outputs(out: Path, files: dict[str, Path], tables: dict, manifest: dict, vocab: TagVocab) -> None:
+    """The manifest and vocabulary first (for a run that kept rows), then the tables and the report; a run that
+    writes <name>.json removes the <name>.failed.json of an earlier failed run."""
+    if tables["report"]["kept"]:
+        write_manifest(out / "manifest.parquet", manifest)
+        vocab.save(out / VOCAB_NAME)
+    for name, value in tables.items():
+        atomic_write_json(files[name], value)
+    if files["report"].name != FAILED_REPORT:
+        for name in TABLES:
+            (out / f"{name}.failed.json").unlink(missing_ok=True)
+
+
 def write_manifest(path: Path, m: dict) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -347,13 +374,12 @@ def prepare(cfg: Config, posts: str | Path | list, images: str | Path | list, ou
     report = prepare_report(d, posts, images, n_records, cols, img, f, manifest, vocab, tiers, styles, bad, ratings)
     report["posts_read_as"] = notes
     report["image_sources"] = {"layouts": [s.layout for s in source.sources], "posts_from_each": source.counts,
-                               "problems": dict(sorted(source.problems.items()))}
+                               "problems": dict(sorted(source.problems.items())),
+                               "problem_files": dict(sorted(source.problem_files.items()))}
     report["seconds"] = round(time.time() - t0, 2)
-    for name, value in (("stages.json", f.table.as_list()), ("tiers.json", tiers), ("styles.json", styles),
-                        ("report.json", report)):
-        atomic_write_json(out / name, value)
+    files = output_files(out, failed=not f.kept.size)
+    write_outputs(out, files, {"stages": f.table.as_list(), "tiers": tiers, "styles": styles, "report": report},
+                  manifest, vocab)
     log_summary(report, f, d, log)
-    check_kept(f, log)
-    write_manifest(out / "manifest.parquet", manifest)
-    vocab.save(out / VOCAB_NAME)
+    check_kept(f, log, files)
     return report
