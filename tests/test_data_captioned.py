@@ -79,3 +79,13 @@ def test_prepare_refuses_posts_without_images_and_images_without_posts(tmp_path)
         with pytest.raises(ValueError, match="--posts and --images go together"):
             prepare(cfg, posts, images, tmp_path / "out", captioned=[mine], **QUIET)
     assert not (tmp_path / "out").exists()
+
+
+def test_prepare_says_when_a_posts_path_is_a_folder_or_an_image_path_a_file(tmp_path):
+    cfg = load_config("tiny")
+    (tmp_path / "posts.jsonl").write_text("")
+    (tmp_path / "images").mkdir()
+    with pytest.raises(FileNotFoundError, match=r"posts file .*images is a folder; pass --posts FILE"):
+        prepare(cfg, [tmp_path / "images"], [tmp_path / "images"], tmp_path / "out", **QUIET)
+    with pytest.raises(FileNotFoundError, match=r"image folder .*posts.jsonl is a file; pass --images DIR"):
+        prepare(cfg, [tmp_path / "posts.jsonl"], [tmp_path / "posts.jsonl"], tmp_path / "out", **QUIET)

@@ -108,11 +108,13 @@ def check_inputs(cfg: DataConfig, posts: list[Path], images: list[Path], caption
             raise FileNotFoundError(f"captioned folder {path} not found; pass --captioned DIR (<name>.<ext> + <name>.txt)")
     for path in posts:
         if not path.is_file():
-            raise FileNotFoundError(f"posts file {path} not found; pass --posts FILE (JSON lines / JSON array / parquet / "
+            state = "is a folder" if path.is_dir() else "not found"
+            raise FileNotFoundError(f"posts file {path} {state}; pass --posts FILE (JSON lines / JSON array / parquet / "
                                     f"SQLite, .gz / .zst)")
     for path in images:
         if not path.is_dir():
-            raise FileNotFoundError(f"image folder {path} not found; pass --images DIR ({'; '.join(LAYOUTS)})")
+            state = "is a file" if path.exists() else "not found"
+            raise FileNotFoundError(f"image folder {path} {state}; pass --images DIR ({'; '.join(LAYOUTS)})")
     if cfg.aesthetic_weights and not Path(cfg.aesthetic_weights).is_file():
         raise FileNotFoundError(f"data.aesthetic_weights file {cfg.aesthetic_weights} not found "
                                 "(sac+logos+ava1-l14-linearMSE.pth; set it to '' to use the aesthetic column or skip)")
