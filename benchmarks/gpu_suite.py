@@ -18,7 +18,7 @@ one JSON per part, a summary table at the end.
 
 Before a part starts, the suite checks that the budget left covers the part's budget; if not, the part is
 skipped and the reason printed. A part that runs past its budget is stopped (what it wrote so far stays).
-Budgets guard the GPU session's time limit; they never size the work: every part does the fixed work written below.
+Budgets guard the GPU rental's time limit; they never size the work: every part does the fixed work written below.
 Writes OUT_DIR/gpu_suite_<part>.json per part and OUT_DIR/gpu_suite.json (the summary).
 """
 

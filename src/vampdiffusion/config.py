@@ -1,8 +1,8 @@
 """Typed configuration: dataclasses with defaults, YAML presets, `--set a.b=v` overrides.
 
-Every number of the model's specification (the docs/ pages) is a default here, never a literal inside a function. Presets ship inside the
-package (`vampdiffusion/configs/`): `v1` spells out every V1 default, `tiny` shrinks the sizes for a CPU,
-`small` (d 384, depth 12) for the 256-px demo on one GPU.
+Every number of the model's specification (the docs/ pages) is a default here, never a literal inside a
+function. Presets ship inside the package (`vampdiffusion/configs/`): `v1` spells out every V1 default, `tiny`
+shrinks the sizes for a CPU, `small` (d 384, depth 12) for the 256-px demo on one GPU.
 A config is checked once, when it is built: an unknown key, a wrong type, a value outside its `Literal`
 choices or outside its range (`RANGES`) is a `ConfigError` naming the key and what it accepts.
 """

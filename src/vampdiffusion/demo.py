@@ -265,8 +265,8 @@ def run_demo(a: DemoArgs, overrides: list[str] | tuple[str, ...] = ()) -> DemoRe
     """synth -> prepare -> encode -> train ×3 -> evaluate -> report; the claims measured on the way."""
     from vampdiffusion.evaluation import sections as S
     from vampdiffusion.evaluation.evaluate import write_outputs
-    torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
     from vampdiffusion.latents.vae import load_vae
+    torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
     cfg = demo_config(a, overrides)
     device = demo_device(a)
     load_vae(cfg.latents)   # a wrong --vae-path is refused before the first stage, not at the third

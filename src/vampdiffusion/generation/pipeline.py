@@ -95,7 +95,7 @@ class VampTagTokenizer(SchedulerMixin):
         return prompt_tag_ids(self.vocab, prompt, self.max_tags)[0]
 
     def unknown(self, prompt: str) -> list[str]:
-        return prompt_tag_ids(self.vocab, prompt, self.max_tags)[1]
+        return self.vocab.unknown(split_quality(prompt)[0])
 
     def save_pretrained(self, save_directory, **kwargs) -> None:
         d = Path(save_directory)

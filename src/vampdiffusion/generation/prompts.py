@@ -217,5 +217,5 @@ def read_sample_prompts(path) -> list[SamplePrompt]:
 
 __all__ = ["DEFAULT_QUALITY", "QUALITY_WORDS", "SAMPLER_NAMES", "SamplePrompt", "StyleMix", "check_style",
            "mix_weights", "normalize_tag", "number_text", "parse_sample_prompt", "parse_style", "prompt_file_lines",
-           "prompt_tag_ids", "quality_words_of", "read_sample_prompts", "resolve_sampler", "sampler_choices", "split_quality",
-           "style_text"]
+           "prompt_tag_ids", "quality_words_of", "read_sample_prompts", "resolve_sampler", "sampler_choices",
+           "split_quality", "style_text"]

@@ -165,7 +165,7 @@ def check_plan(out: Path, fingerprint: dict) -> None:
     if path.is_file():
         try:
             old = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except ValueError:                     # not UTF-8, or not JSON
             old = None
         if not isinstance(old, dict):
             raise ValueError(f"{path} is damaged (not the JSON the encoder writes), so it cannot say which manifest "

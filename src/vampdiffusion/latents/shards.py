@@ -308,5 +308,5 @@ def verify_dataset(root: str | Path) -> list[str]:
     return problems + read_index_rows(root)[3]  # no usable record: the index can only be checked for readability
 
 __all__ = ["LATENT_DTYPE", "REENCODE", "SHARDS_JSON", "SHARDS_SIDECAR", "SHARD_DIR", "damaged_message", "file_key",
-           "index_problems", "load_shards_json", "open_shard", "read_record", "read_shards_json", "record_file", "shard_file",
-           "shard_problem", "verify_dataset", "verify_shards", "write_shard", "write_shards_json"]
+           "index_problems", "load_shards_json", "open_shard", "read_record", "read_shards_json", "record_file",
+           "shard_file", "shard_problem", "verify_dataset", "verify_shards", "write_shard", "write_shards_json"]
