@@ -188,7 +188,7 @@ def markdown(root: Path) -> str:
     matched = [matched_spreads(r) for r in runs.values()]
     for name in MATCHED:
         lines.append(f"| {name} | " + " | ".join(fmt_spread(m[name]) for m in matched) + " |")
-    for q in ("0", "3"):
+    for q in TIERS:
         lines.append(f"| mean sharpness, tier {q} | " + " | ".join(fmt_spread(r["summary"]["sharpness"][q])
                                                              for r in runs.values()) + " |")
     rises = [f"{sum(bool(x['sharpness_rises_with_tier']) for x in r['runs'])} of {len(r['runs'])}" for r in runs.values()]

@@ -60,6 +60,9 @@ def test_table_puts_the_variants_side_by_side(ablations, tmp_path):
     colour = next(line for line in lines if line.startswith("| colour accuracy"))
     assert "0.510 (0.500–0.520)" in colour and "0.260 (0.250–0.270)" in colour
     assert lines[-1] == "| sharpness rises tier by tier (seeds) | 2 of 3 | 2 of 3 |"
+    sharp = [line for line in lines if line.startswith("| mean sharpness, tier")]
+    assert [line.split(" | ")[0] for line in sharp] == [f"| mean sharpness, tier {q}" for q in "0123"]
+    assert "0.710 (0.700–0.720)" in sharp[2]                     # default, tier 2: value + 0.2 over the seeds
     matched = next(line for line in lines if line.startswith("| quality routing, best one-to-one"))
     assert matched.count("0.500 (0.500–0.500)") == 2
 
